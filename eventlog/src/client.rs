@@ -1,0 +1,49 @@
+//! Kafka client settings shared by every role.
+
+use rdkafka::ClientConfig;
+
+/// Where the brokers are and any pass-through client settings (TLS, SASL, ...).
+#[derive(Clone, Debug)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, `host:port[,host:port]`.
+    pub brokers: String,
+    /// Extra librdkafka properties, applied last.
+    pub extra: Vec<(String, String)>,
+}
+
+impl KafkaConfig {
+    /// Settings for the given brokers and nothing else.
+    pub fn new(brokers: impl Into<String>) -> Self {
+        KafkaConfig { brokers: brokers.into(), extra: Vec::new() }
+    }
+
+    /// A base client configuration.
+    pub fn client(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers)
+            .set("socket.timeout.ms", "10000")
+            .set("topic.metadata.refresh.interval.ms", "10000")
+            .set("log_level", "4");
+        for (k, v) in &self.extra {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// Consumer configuration: no auto-commit; positions live with the effects.
+    pub fn consumer(&self, group: &str) -> ClientConfig {
+        let mut c = self.client();
+        c.set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "true")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000")
+            .set("fetch.wait.max.ms", "100");
+        for (k, v) in &self.extra {
+            c.set(k, v);
+        }
+        c
+    }
+}

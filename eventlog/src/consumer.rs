@@ -1,0 +1,152 @@
+//! Group consumers on a dedicated thread, with rebalances delivered in order with records.
+//!
+//! The poll loop runs on its own OS thread so that a revocation can block until the
+//! owner has released what it held (a monitor unregisters its DNs before the rebalance
+//! completes) without stalling the async runtime. Assignments start each partition where
+//! the owner says: at the beginning (monitors, dispatchers rebuild from the log) or at
+//! a position kept with the owner's effects (projections).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc as std_mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+use tracing::{debug, error, warn};
+
+use crate::{KafkaConfig, LogError, Record};
+
+/// Where an assigned partition starts.
+#[derive(Clone)]
+pub enum StartAt {
+    /// From the first record: the owner rebuilds its state from the log.
+    Beginning,
+    /// From a stored position (next offset to read); the beginning when none is stored.
+    Stored(Arc<dyn Fn(&str, i32) -> Option<i64> + Send + Sync>),
+}
+
+/// What a group consumer reports, in order.
+#[derive(Debug)]
+pub enum ConsumerEvent {
+    /// These partitions are now ours.
+    Assigned(Vec<(String, i32)>),
+    /// These partitions are being taken away; release them, then send on `ack`.
+    Revoked { partitions: Vec<(String, i32)>, ack: std_mpsc::SyncSender<()> },
+    /// A record from an assigned partition.
+    Record(Record),
+    /// The consumer reached the current end of a partition.
+    Eof { partition: i32 },
+    /// A non-fatal consumer error, already logged.
+    Error(String),
+}
+
+/// How to join a group.
+#[derive(Clone)]
+pub struct GroupOptions {
+    pub group: String,
+    pub topics: Vec<String>,
+    pub start: StartAt,
+    /// How long a revocation waits for the owner's acknowledgement.
+    pub revoke_timeout: Duration,
+}
+
+/// A running group consumer. Dropping `events` and calling [`GroupConsumer::stop`] leaves
+/// the group.
+pub struct GroupConsumer {
+    pub events: mpsc::Receiver<ConsumerEvent>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl GroupConsumer {
+    /// Leave the group and wait for the poll thread to end.
+    pub async fn stop(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.events.close();
+        if let Some(thread) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+struct Context {
+    tx: mpsc::Sender<ConsumerEvent>,
+    start: StartAt,
+    revoke_timeout: Duration,
+}
+
+impl ClientContext for Context {}
+
+impl ConsumerContext for Context {
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        let partitions: Vec<(String, i32)> = tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                for (topic, partition) in &partitions {
+                    let offset = match &self.start {
+                        StartAt::Beginning => Offset::Beginning,
+                        StartAt::Stored(f) => f(topic, *partition).map(Offset::Offset).unwrap_or(Offset::Beginning),
+                    };
+                    if let Err(e) = tpl.set_partition_offset(topic, *partition, offset) {
+                        error!(%topic, partition, error = %e, "Could not set the start position.");
+                    }
+                }
+                debug!(?partitions, "Partitions assigned.");
+                if let Err(e) = consumer.assign(tpl) {
+                    error!(error = %e, "Assigning partitions failed.");
+                }
+                let _ = self.tx.blocking_send(ConsumerEvent::Assigned(partitions));
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                debug!(?partitions, "Partitions revoked.");
+                let (ack, acked) = std_mpsc::sync_channel(1);
+                if self.tx.blocking_send(ConsumerEvent::Revoked { partitions, ack }).is_ok() && acked.recv_timeout(self.revoke_timeout).is_err() {
+                    warn!("The owner did not release revoked partitions in time.");
+                }
+                if let Err(e) = consumer.unassign() {
+                    error!(error = %e, "Unassigning partitions failed.");
+                }
+            }
+            other => error!(error = ?other, "Rebalance error."),
+        }
+    }
+}
+
+/// Join a consumer group on a dedicated thread.
+pub fn spawn_group_consumer(kafka: &KafkaConfig, options: GroupOptions) -> Result<GroupConsumer, LogError> {
+    let (tx, events) = mpsc::channel(1024);
+    let context = Context { tx: tx.clone(), start: options.start.clone(), revoke_timeout: options.revoke_timeout };
+    let consumer: BaseConsumer<Context> = kafka.consumer(&options.group).create_with_context(context)?;
+    let topics: Vec<&str> = options.topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopping = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name(format!("consumer-{}", options.group))
+        .spawn(move || poll_loop(consumer, tx, stopping))
+        .map_err(|e| LogError::Task(e.to_string()))?;
+    Ok(GroupConsumer { events, stop, thread: Some(thread) })
+}
+
+fn poll_loop(consumer: BaseConsumer<Context>, tx: mpsc::Sender<ConsumerEvent>, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::SeqCst) {
+        let event = match consumer.poll(Duration::from_millis(200)) {
+            None => continue,
+            Some(Ok(m)) => ConsumerEvent::Record(Record::from_message(&m)),
+            Some(Err(KafkaError::PartitionEOF(partition))) => ConsumerEvent::Eof { partition },
+            Some(Err(e)) => {
+                warn!(error = %e, "Consumer error.");
+                ConsumerEvent::Error(e.to_string())
+            }
+        };
+        if tx.blocking_send(event).is_err() {
+            break;
+        }
+    }
+    debug!("Leaving the consumer group.");
+    consumer.unsubscribe();
+}

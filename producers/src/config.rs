@@ -1,0 +1,280 @@
+//! The configuration as the `config` log defines it, and validation of changes against it.
+//!
+//! [`ConfigState`] is a pure fold over config events; every reader of `config` (the
+//! config producer validating a command, the dispatcher, projections) uses it.
+
+use std::collections::BTreeMap;
+
+use netwatch_schemas::config::{ConfigChange, Dn, DnRef, TServer};
+use serde::Deserialize;
+
+/// Why a configuration change was refused. Each is one sentence for the operator.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejected {
+    #[error("T-Server {0} already exists; nothing was appended")]
+    TServerExists(i32),
+    #[error("T-Server {0} does not exist; nothing was appended")]
+    UnknownTServer(i32),
+    #[error("T-Server {id} still has {dns} DNs; delete them first; nothing was appended")]
+    TServerHasDns { id: i32, dns: usize },
+    #[error("DBID {dbid} is already used by DN {number} on T-Server {tserver}; nothing was appended")]
+    DuplicateDbid { dbid: i32, tserver: i32, number: String },
+    #[error("T-Server {tserver} already has DN {number}; nothing was appended")]
+    DnExists { tserver: i32, number: String },
+    #[error("T-Server {tserver} has no DN {number}; nothing was appended")]
+    UnknownDn { tserver: i32, number: String },
+    #[error("DN {number} on T-Server {tserver} has DBID {actual}, not {given}; nothing was appended")]
+    DbidMismatch { tserver: i32, number: String, actual: i32, given: i32 },
+    #[error("{0}; nothing was appended")]
+    Invalid(String),
+}
+
+/// Current T-Servers and DNs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConfigState {
+    pub tservers: BTreeMap<i32, TServer>,
+    /// DNs by (T-Server, number).
+    pub dns: BTreeMap<(i32, String), Dn>,
+}
+
+impl ConfigState {
+    fn apply_unchecked(&mut self, change: &ConfigChange) {
+        match change {
+            ConfigChange::TServerCreated(t) | ConfigChange::TServerUpdated(t) => {
+                self.tservers.insert(t.id, t.clone());
+            }
+            ConfigChange::TServerDeleted(t) => {
+                self.tservers.remove(&t.id);
+            }
+            ConfigChange::DnCreated(d) | ConfigChange::DnUpdated(d) => {
+                self.dns.insert((d.tserver, d.number.clone()), d.clone());
+            }
+            ConfigChange::DnDeleted(d) => {
+                self.dns.remove(&(d.tserver, d.number.clone()));
+            }
+        }
+    }
+
+    /// Would this change be accepted now?
+    pub fn validate(&self, change: &ConfigChange) -> Result<(), Rejected> {
+        match change {
+            ConfigChange::TServerCreated(t) => {
+                check_tserver(t)?;
+                if self.tservers.contains_key(&t.id) {
+                    return Err(Rejected::TServerExists(t.id));
+                }
+            }
+            ConfigChange::TServerUpdated(t) => {
+                check_tserver(t)?;
+                self.tserver(t.id)?;
+            }
+            ConfigChange::TServerDeleted(t) => {
+                self.tserver(t.id)?;
+                let dns = self.dns_of(t.id).count();
+                if dns > 0 {
+                    return Err(Rejected::TServerHasDns { id: t.id, dns });
+                }
+            }
+            ConfigChange::DnCreated(d) => {
+                check_dn(&d.number)?;
+                self.tserver(d.tserver)?;
+                if self.dns.contains_key(&(d.tserver, d.number.clone())) {
+                    return Err(Rejected::DnExists { tserver: d.tserver, number: d.number.clone() });
+                }
+                if let Some(other) = self.dns.values().find(|o| o.dbid == d.dbid) {
+                    return Err(Rejected::DuplicateDbid { dbid: d.dbid, tserver: other.tserver, number: other.number.clone() });
+                }
+            }
+            ConfigChange::DnUpdated(d) => {
+                self.tserver(d.tserver)?;
+                let current = self.dn(d.tserver, &d.number)?;
+                if current.dbid != d.dbid {
+                    return Err(Rejected::DbidMismatch { tserver: d.tserver, number: d.number.clone(), actual: current.dbid, given: d.dbid });
+                }
+            }
+            ConfigChange::DnDeleted(DnRef { dbid, tserver, number }) => {
+                let current = self.dn(*tserver, number)?;
+                if current.dbid != *dbid {
+                    return Err(Rejected::DbidMismatch { tserver: *tserver, number: number.clone(), actual: current.dbid, given: *dbid });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Validate and fold: what a producer does before appending.
+    pub fn accept(&mut self, change: &ConfigChange) -> Result<(), Rejected> {
+        self.validate(change)?;
+        self.apply_unchecked(change);
+        Ok(())
+    }
+
+    /// A T-Server by id.
+    pub fn tserver(&self, id: i32) -> Result<&TServer, Rejected> {
+        self.tservers.get(&id).ok_or(Rejected::UnknownTServer(id))
+    }
+
+    /// A DN by T-Server and number.
+    pub fn dn(&self, tserver: i32, number: &str) -> Result<&Dn, Rejected> {
+        self.dns
+            .get(&(tserver, number.to_string()))
+            .ok_or_else(|| Rejected::UnknownDn { tserver, number: number.to_string() })
+    }
+
+    /// The DNs of a T-Server, by number.
+    pub fn dns_of(&self, tserver: i32) -> impl Iterator<Item = &Dn> {
+        self.dns.range((tserver, String::new())..).take_while(move |((t, _), _)| *t == tserver).map(|(_, d)| d)
+    }
+}
+
+fn check_tserver(t: &TServer) -> Result<(), Rejected> {
+    if t.id <= 0 {
+        return Err(Rejected::Invalid(format!("T-Server id must be positive, got {}", t.id)));
+    }
+    if t.host.trim().is_empty() {
+        return Err(Rejected::Invalid("T-Server host must not be empty".into()));
+    }
+    if !(1..=65535).contains(&t.port) {
+        return Err(Rejected::Invalid(format!("T-Server port must be 1..65535, got {}", t.port)));
+    }
+    Ok(())
+}
+
+fn check_dn(number: &str) -> Result<(), Rejected> {
+    if number.is_empty() || number.len() > 32 || !number.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        return Err(Rejected::Invalid(format!("DN number {number:?} must be 1-32 letters, digits, '-' or '_'")));
+    }
+    Ok(())
+}
+
+/// One line of an import file: the same operations as the `netwatch config` commands.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ImportLine {
+    CreateTserver { id: i32, name: String, host: String, port: i32 },
+    UpdateTserver { id: i32, name: Option<String>, host: Option<String>, port: Option<i32> },
+    DeleteTserver { id: i32 },
+    CreateDn { tserver: i32, dbid: i32, number: String, #[serde(default = "default_dn_type")] dn_type: String },
+    UpdateDn { tserver: i32, number: String, dn_type: String },
+    DeleteDn { tserver: i32, number: String },
+}
+
+fn default_dn_type() -> String {
+    "extension".into()
+}
+
+impl ImportLine {
+    /// Turn the line into a change, filling updates from the current state.
+    pub fn to_change(&self, state: &ConfigState) -> Result<ConfigChange, Rejected> {
+        Ok(match self {
+            ImportLine::CreateTserver { id, name, host, port } => {
+                ConfigChange::TServerCreated(TServer { id: *id, name: name.clone(), host: host.clone(), port: *port })
+            }
+            ImportLine::UpdateTserver { id, name, host, port } => {
+                let mut t = state.tserver(*id)?.clone();
+                if let Some(n) = name {
+                    t.name = n.clone();
+                }
+                if let Some(h) = host {
+                    t.host = h.clone();
+                }
+                if let Some(p) = port {
+                    t.port = *p;
+                }
+                ConfigChange::TServerUpdated(t)
+            }
+            ImportLine::DeleteTserver { id } => ConfigChange::TServerDeleted(netwatch_schemas::config::TServerRef { id: *id }),
+            ImportLine::CreateDn { tserver, dbid, number, dn_type } => ConfigChange::DnCreated(Dn {
+                dbid: *dbid,
+                tserver: *tserver,
+                number: number.clone(),
+                dn_type: dn_type.parse().map_err(Rejected::Invalid)?,
+            }),
+            ImportLine::UpdateDn { tserver, number, dn_type } => {
+                let mut d = state.dn(*tserver, number)?.clone();
+                d.dn_type = dn_type.parse().map_err(Rejected::Invalid)?;
+                ConfigChange::DnUpdated(d)
+            }
+            ImportLine::DeleteDn { tserver, number } => {
+                let d = state.dn(*tserver, number)?;
+                ConfigChange::DnDeleted(DnRef { dbid: d.dbid, tserver: *tserver, number: number.clone() })
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netwatch_schemas::config::{DnType, TServerRef};
+
+    fn ts(id: i32) -> TServer {
+        TServer { id, name: format!("TS{id}"), host: "127.0.0.1".into(), port: 7000 + id }
+    }
+
+    fn dn(tserver: i32, dbid: i32, number: &str) -> Dn {
+        Dn { dbid, tserver, number: number.into(), dn_type: DnType::Extension }
+    }
+
+    #[test]
+    fn a_dn_of_an_unknown_tserver_is_refused() {
+        let state = ConfigState::default();
+        assert_eq!(state.validate(&ConfigChange::DnCreated(dn(9, 1, "5001"))), Err(Rejected::UnknownTServer(9)));
+    }
+
+    #[test]
+    fn a_duplicate_dbid_is_refused_even_on_another_tserver() {
+        let mut state = ConfigState::default();
+        state.accept(&ConfigChange::TServerCreated(ts(1))).unwrap();
+        state.accept(&ConfigChange::TServerCreated(ts(2))).unwrap();
+        state.accept(&ConfigChange::DnCreated(dn(1, 100, "5001"))).unwrap();
+        let err = state.accept(&ConfigChange::DnCreated(dn(2, 100, "6001"))).unwrap_err();
+        assert_eq!(err, Rejected::DuplicateDbid { dbid: 100, tserver: 1, number: "5001".into() });
+        assert_eq!(err.to_string(), "DBID 100 is already used by DN 5001 on T-Server 1; nothing was appended");
+        assert_eq!(state.dns.len(), 1);
+    }
+
+    #[test]
+    fn update_and_delete_of_missing_objects_are_refused() {
+        let mut state = ConfigState::default();
+        assert_eq!(state.validate(&ConfigChange::TServerUpdated(ts(1))), Err(Rejected::UnknownTServer(1)));
+        assert_eq!(state.validate(&ConfigChange::TServerDeleted(TServerRef { id: 1 })), Err(Rejected::UnknownTServer(1)));
+        state.accept(&ConfigChange::TServerCreated(ts(1))).unwrap();
+        let missing = DnRef { dbid: 5, tserver: 1, number: "5001".into() };
+        assert!(matches!(state.validate(&ConfigChange::DnDeleted(missing)), Err(Rejected::UnknownDn { .. })));
+    }
+
+    #[test]
+    fn a_tserver_with_dns_cannot_be_deleted_until_they_are() {
+        let mut state = ConfigState::default();
+        state.accept(&ConfigChange::TServerCreated(ts(1))).unwrap();
+        state.accept(&ConfigChange::DnCreated(dn(1, 1, "5001"))).unwrap();
+        assert_eq!(state.validate(&ConfigChange::TServerDeleted(TServerRef { id: 1 })), Err(Rejected::TServerHasDns { id: 1, dns: 1 }));
+        state.accept(&ConfigChange::DnDeleted(DnRef { dbid: 1, tserver: 1, number: "5001".into() })).unwrap();
+        state.accept(&ConfigChange::TServerDeleted(TServerRef { id: 1 })).unwrap();
+        assert_eq!(state, ConfigState::default());
+    }
+
+    #[test]
+    fn dns_of_lists_only_that_tserver() {
+        let mut state = ConfigState::default();
+        for t in 1..=3 {
+            state.accept(&ConfigChange::TServerCreated(ts(t))).unwrap();
+            for n in 0..2 {
+                state.accept(&ConfigChange::DnCreated(dn(t, t * 10 + n, &format!("{t}00{n}")))).unwrap();
+            }
+        }
+        let numbers: Vec<_> = state.dns_of(2).map(|d| d.number.as_str()).collect();
+        assert_eq!(numbers, ["2000", "2001"]);
+    }
+
+    #[test]
+    fn import_lines_parse_and_bad_ones_are_errors() {
+        let line: ImportLine = serde_json::from_str(r#"{"op":"create_dn","tserver":1,"dbid":7,"number":"5001"}"#).unwrap();
+        let mut state = ConfigState::default();
+        state.accept(&ConfigChange::TServerCreated(ts(1))).unwrap();
+        assert_eq!(line.to_change(&state).unwrap(), ConfigChange::DnCreated(dn(1, 7, "5001")));
+        assert!(serde_json::from_str::<ImportLine>(r#"{"op":"create_dn","tserver":1}"#).is_err());
+        assert!(serde_json::from_str::<ImportLine>(r#"{"op":"explode"}"#).is_err());
+    }
+}

@@ -1,0 +1,13 @@
+//! A simulated T-Server: serves the CTI link protocol, delivers events of registered
+//! DNs, and generates them from seeded random traffic or plays a scenario file exactly.
+
+pub mod model;
+pub mod scenario;
+pub mod server;
+pub mod switch;
+pub mod traffic;
+
+pub use model::{Action, CallModel};
+pub use scenario::{parse_scenario, Step};
+pub use server::{query_status, run, SimConfig, SimMode};
+pub use switch::Switch;

@@ -1,0 +1,205 @@
+//! Single-object encoding and the mapping between Avro values and event types.
+//!
+//! Writers always use the newest schema of a topic. Readers look the writer's schema up
+//! by fingerprint, decode with it, and map fields by name into the Rust types, whose
+//! newer optional fields default to `None`: that is the evolution rule (add optional
+//! fields with a `null` default; never remove or retype a field).
+
+use std::collections::HashMap;
+
+use apache_avro::{from_avro_datum, from_value, to_avro_datum, to_value, types::Value, Schema};
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::registry::{registry, SchemaKind};
+
+/// Marker of Avro single-object encoding.
+pub const MAGIC: [u8; 2] = [0xC3, 0x01];
+
+/// Why a value could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("record is {0} bytes, too short for a single-object header")]
+    TooShort(usize),
+    #[error("record does not start with the Avro single-object marker C3 01")]
+    BadMagic,
+    #[error("unknown schema fingerprint {0}")]
+    UnknownFingerprint(String),
+    #[error("record was written with a {found} schema, expected {expected}")]
+    WrongTopic { found: &'static str, expected: &'static str },
+    #[error("corrupt Avro body: {0}")]
+    Avro(#[from] Box<apache_avro::Error>),
+    #[error("unexpected value shape: {0}")]
+    Shape(String),
+}
+
+impl From<apache_avro::Error> for CodecError {
+    fn from(e: apache_avro::Error) -> Self {
+        CodecError::Avro(Box::new(e))
+    }
+}
+
+/// A topic value type: an envelope record whose last field is a union of event records.
+pub trait Event: Sized {
+    /// Which topic family (and so which schema) this type belongs to.
+    const KIND: SchemaKind;
+    /// Name of the union field in the envelope.
+    const UNION_FIELD: &'static str;
+    /// The envelope's plain fields, in schema order, without the union field.
+    fn head(&self) -> Vec<(&'static str, Value)>;
+    /// The union member: its record name and value.
+    fn member(&self) -> Result<(&'static str, Value), CodecError>;
+    /// Rebuild from the envelope's fields and the union member's name and value.
+    fn from_parts(head: &mut Fields, member: &str, value: &Value) -> Result<Self, CodecError>;
+}
+
+/// Encode with the newest schema of `T`'s topic, in single-object encoding.
+pub fn encode<T: Event>(event: &T) -> Result<Vec<u8>, CodecError> {
+    let current = registry().current(T::KIND);
+    encode_with(&current.schema, &current.fingerprint, event)
+}
+
+/// Encode with a given schema version (tests and tools writing old versions).
+pub fn encode_with<T: Event>(schema: &Schema, fingerprint: &[u8; 8], event: &T) -> Result<Vec<u8>, CodecError> {
+    let (name, member) = event.member()?;
+    let index = union_index(schema, T::UNION_FIELD, name)?;
+    let member = conform(member, union_variant(schema, T::UNION_FIELD, index)?);
+    let mut fields: Vec<(String, Value)> = event.head().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    fields.push((T::UNION_FIELD.to_string(), Value::Union(index as u32, Box::new(member))));
+    let body = to_avro_datum(schema, Value::Record(fields))?;
+    let mut out = Vec::with_capacity(10 + body.len());
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(fingerprint);
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// Decode a single-object encoded value written with any registered version of `T`'s schema.
+pub fn decode<T: Event>(bytes: &[u8]) -> Result<T, CodecError> {
+    if bytes.len() < 10 {
+        return Err(CodecError::TooShort(bytes.len()));
+    }
+    if bytes[..2] != MAGIC {
+        return Err(CodecError::BadMagic);
+    }
+    let mut fingerprint = [0u8; 8];
+    fingerprint.copy_from_slice(&bytes[2..10]);
+    let writer = registry()
+        .by_fingerprint(&fingerprint)
+        .ok_or_else(|| CodecError::UnknownFingerprint(hex(&fingerprint)))?;
+    if writer.kind != T::KIND {
+        return Err(CodecError::WrongTopic { found: writer.kind.name(), expected: T::KIND.name() });
+    }
+    let mut body = &bytes[10..];
+    let value = from_avro_datum(&writer.schema, &mut body, None)?;
+    if !body.is_empty() {
+        return Err(CodecError::Shape(format!("{} trailing bytes after the record", body.len())));
+    }
+    let Value::Record(fields) = value else {
+        return Err(CodecError::Shape("top level is not a record".into()));
+    };
+    let mut fields = Fields(fields.into_iter().collect());
+    let Some(Value::Union(index, member)) = fields.0.remove(T::UNION_FIELD) else {
+        return Err(CodecError::Shape(format!("field {} is not a union", T::UNION_FIELD)));
+    };
+    let name = variant_name(&writer.schema, T::UNION_FIELD, index as usize)?;
+    T::from_parts(&mut fields, &name, &member)
+}
+
+/// The fields of a decoded envelope, by name.
+pub struct Fields(HashMap<String, Value>);
+
+impl Fields {
+    fn take(&mut self, name: &str) -> Result<Value, CodecError> {
+        self.0.remove(name).ok_or_else(|| CodecError::Shape(format!("missing field {name}")))
+    }
+    /// A string field.
+    pub fn string(&mut self, name: &str) -> Result<String, CodecError> {
+        match self.take(name)? {
+            Value::String(s) => Ok(s),
+            other => Err(CodecError::Shape(format!("field {name} is {other:?}, not a string"))),
+        }
+    }
+    /// A long field.
+    pub fn long(&mut self, name: &str) -> Result<i64, CodecError> {
+        match self.take(name)? {
+            Value::Long(v) => Ok(v),
+            Value::Int(v) => Ok(v.into()),
+            other => Err(CodecError::Shape(format!("field {name} is {other:?}, not a long"))),
+        }
+    }
+    /// An int field.
+    pub fn int(&mut self, name: &str) -> Result<i32, CodecError> {
+        match self.take(name)? {
+            Value::Int(v) => Ok(v),
+            other => Err(CodecError::Shape(format!("field {name} is {other:?}, not an int"))),
+        }
+    }
+}
+
+/// Serialize a union member struct into an Avro value.
+pub fn member<S: Serialize>(name: &'static str, value: &S) -> Result<(&'static str, Value), CodecError> {
+    Ok((name, to_value(value)?))
+}
+
+/// Deserialize a union member value into its struct.
+pub fn parse<D: DeserializeOwned>(value: &Value) -> Result<D, CodecError> {
+    Ok(from_value::<D>(value)?)
+}
+
+/// Error for a union member this build does not know.
+pub fn unknown_member(kind: SchemaKind, name: &str) -> CodecError {
+    CodecError::Shape(format!("{} has no event named {name}", kind.name()))
+}
+
+fn union_schema<'a>(schema: &'a Schema, field: &str) -> Result<&'a [Schema], CodecError> {
+    if let Schema::Record(record) = schema {
+        if let Some(f) = record.fields.iter().find(|f| f.name == field) {
+            if let Schema::Union(u) = &f.schema {
+                return Ok(u.variants());
+            }
+        }
+    }
+    Err(CodecError::Shape(format!("schema has no union field {field}")))
+}
+
+fn union_variant<'a>(schema: &'a Schema, field: &str, index: usize) -> Result<&'a Schema, CodecError> {
+    union_schema(schema, field)?
+        .get(index)
+        .ok_or_else(|| CodecError::Shape(format!("union {field} has no member {index}")))
+}
+
+fn union_index(schema: &Schema, field: &str, name: &str) -> Result<usize, CodecError> {
+    union_schema(schema, field)?
+        .iter()
+        .position(|s| s.name().map(|n| n.name == name).unwrap_or(false))
+        .ok_or_else(|| CodecError::Shape(format!("union {field} has no member {name}")))
+}
+
+fn variant_name(schema: &Schema, field: &str, index: usize) -> Result<String, CodecError> {
+    union_variant(schema, field, index)?
+        .name()
+        .map(|n| n.name.clone())
+        .ok_or_else(|| CodecError::Shape(format!("union {field} member {index} is not named")))
+}
+
+/// Drop fields the target record schema does not have (writing an old version) and order
+/// the rest as the schema does.
+fn conform(value: Value, target: &Schema) -> Value {
+    match (value, target) {
+        (Value::Record(fields), Schema::Record(record)) => {
+            let mut by_name: HashMap<String, Value> = fields.into_iter().collect();
+            Value::Record(
+                record
+                    .fields
+                    .iter()
+                    .filter_map(|f| by_name.remove(&f.name).map(|v| (f.name.clone(), v)))
+                    .collect(),
+            )
+        }
+        (value, _) => value,
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

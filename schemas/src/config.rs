@@ -1,0 +1,152 @@
+//! `config` topic: T-Servers and DNs created, updated, deleted. Key: T-Server id.
+
+use apache_avro::types::Value;
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{member, parse, unknown_member, CodecError, Event, Fields};
+use crate::registry::SchemaKind;
+
+/// A telephony server that monitors connect to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TServer {
+    /// Configuration id (DBID) of the T-Server; also the key of its events.
+    pub id: i32,
+    pub name: String,
+    pub host: String,
+    pub port: i32,
+}
+
+impl TServer {
+    /// `host:port` of the CTI link.
+    pub fn endpoint(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// Kind of directory number, as in Genesys configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum DnType {
+    Extension,
+    AcdPosition,
+    AcdQueue,
+    RoutingPoint,
+}
+
+impl DnType {
+    /// Every type, in schema order.
+    pub const ALL: [DnType; 4] = [DnType::Extension, DnType::AcdPosition, DnType::AcdQueue, DnType::RoutingPoint];
+
+    /// Lower-case name used on the command line and in JSON files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DnType::Extension => "extension",
+            DnType::AcdPosition => "acd-position",
+            DnType::AcdQueue => "acd-queue",
+            DnType::RoutingPoint => "routing-point",
+        }
+    }
+}
+
+impl std::str::FromStr for DnType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        DnType::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| format!("unknown DN type {s:?} (expected extension, acd-position, acd-queue or routing-point)"))
+    }
+}
+
+/// A directory number configured on a T-Server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dn {
+    /// Configuration id, unique across all DNs.
+    pub dbid: i32,
+    pub tserver: i32,
+    pub number: String,
+    pub dn_type: DnType,
+}
+
+/// Identity of a DN.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnRef {
+    pub dbid: i32,
+    pub tserver: i32,
+    pub number: String,
+}
+
+/// Identity of a T-Server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TServerRef {
+    pub id: i32,
+}
+
+/// What changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum ConfigChange {
+    TServerCreated(TServer),
+    TServerUpdated(TServer),
+    TServerDeleted(TServerRef),
+    DnCreated(Dn),
+    DnUpdated(Dn),
+    DnDeleted(DnRef),
+}
+
+impl ConfigChange {
+    /// The T-Server this change belongs to: the record key.
+    pub fn tserver_id(&self) -> i32 {
+        match self {
+            ConfigChange::TServerCreated(t) | ConfigChange::TServerUpdated(t) => t.id,
+            ConfigChange::TServerDeleted(t) => t.id,
+            ConfigChange::DnCreated(d) | ConfigChange::DnUpdated(d) => d.tserver,
+            ConfigChange::DnDeleted(d) => d.tserver,
+        }
+    }
+}
+
+/// A value of the `config` topic.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigEvent {
+    pub event_id: String,
+    pub at_ms: i64,
+    pub source: String,
+    pub change: ConfigChange,
+}
+
+impl Event for ConfigEvent {
+    const KIND: SchemaKind = SchemaKind::Config;
+    const UNION_FIELD: &'static str = "change";
+
+    fn head(&self) -> Vec<(&'static str, Value)> {
+        vec![
+            ("event_id", Value::String(self.event_id.clone())),
+            ("at_ms", Value::Long(self.at_ms)),
+            ("source", Value::String(self.source.clone())),
+        ]
+    }
+
+    fn member(&self) -> Result<(&'static str, Value), CodecError> {
+        match &self.change {
+            ConfigChange::TServerCreated(t) => member("TServerCreated", t),
+            ConfigChange::TServerUpdated(t) => member("TServerUpdated", t),
+            ConfigChange::TServerDeleted(t) => member("TServerDeleted", t),
+            ConfigChange::DnCreated(d) => member("DnCreated", d),
+            ConfigChange::DnUpdated(d) => member("DnUpdated", d),
+            ConfigChange::DnDeleted(d) => member("DnDeleted", d),
+        }
+    }
+
+    fn from_parts(head: &mut Fields, name: &str, value: &Value) -> Result<Self, CodecError> {
+        let change = match name {
+            "TServerCreated" => ConfigChange::TServerCreated(parse(value)?),
+            "TServerUpdated" => ConfigChange::TServerUpdated(parse(value)?),
+            "TServerDeleted" => ConfigChange::TServerDeleted(parse(value)?),
+            "DnCreated" => ConfigChange::DnCreated(parse(value)?),
+            "DnUpdated" => ConfigChange::DnUpdated(parse(value)?),
+            "DnDeleted" => ConfigChange::DnDeleted(parse(value)?),
+            other => return Err(unknown_member(Self::KIND, other)),
+        };
+        Ok(ConfigEvent { event_id: head.string("event_id")?, at_ms: head.long("at_ms")?, source: head.string("source")?, change })
+    }
+}

@@ -1,0 +1,81 @@
+//! `monitors` topic: monitor start, heartbeats with load, stop. Key: monitor id.
+
+use apache_avro::types::Value;
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{member, parse, unknown_member, CodecError, Event, Fields};
+use crate::registry::SchemaKind;
+
+/// A monitor process started.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Started {
+    pub host: String,
+    pub pid: i32,
+}
+
+/// Periodic liveness and load report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Slots (partitions of `assignments`) the monitor owns.
+    pub slots: Vec<i32>,
+    /// T-Servers it is assigned.
+    pub tservers: i32,
+    /// DNs it has registered.
+    pub dns: i32,
+    /// Open CTI link sessions (schema v2; `None` when written by v1).
+    #[serde(default)]
+    pub sessions: Option<i32>,
+    /// Resident memory in bytes (schema v2; `None` when written by v1).
+    #[serde(default)]
+    pub rss_bytes: Option<i64>,
+}
+
+/// A monitor is shutting down on purpose.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stopping {
+    pub reason: String,
+}
+
+/// What the monitor reports.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum MonitorBody {
+    Started(Started),
+    Heartbeat(Heartbeat),
+    Stopping(Stopping),
+}
+
+/// A value of the `monitors` topic.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonitorEvent {
+    pub monitor_id: String,
+    pub at_ms: i64,
+    pub body: MonitorBody,
+}
+
+impl Event for MonitorEvent {
+    const KIND: SchemaKind = SchemaKind::Monitors;
+    const UNION_FIELD: &'static str = "body";
+
+    fn head(&self) -> Vec<(&'static str, Value)> {
+        vec![("monitor_id", Value::String(self.monitor_id.clone())), ("at_ms", Value::Long(self.at_ms))]
+    }
+
+    fn member(&self) -> Result<(&'static str, Value), CodecError> {
+        match &self.body {
+            MonitorBody::Started(b) => member("Started", b),
+            MonitorBody::Heartbeat(b) => member("Heartbeat", b),
+            MonitorBody::Stopping(b) => member("Stopping", b),
+        }
+    }
+
+    fn from_parts(head: &mut Fields, name: &str, value: &Value) -> Result<Self, CodecError> {
+        let body = match name {
+            "Started" => MonitorBody::Started(parse(value)?),
+            "Heartbeat" => MonitorBody::Heartbeat(parse(value)?),
+            "Stopping" => MonitorBody::Stopping(parse(value)?),
+            other => return Err(unknown_member(Self::KIND, other)),
+        };
+        Ok(MonitorEvent { monitor_id: head.string("monitor_id")?, at_ms: head.long("at_ms")?, body })
+    }
+}
