@@ -89,10 +89,10 @@ pub fn decode<T: Event>(bytes: &[u8]) -> Result<T, CodecError> {
     if writer.kind != T::KIND {
         return Err(CodecError::WrongTopic { found: writer.kind.name(), expected: T::KIND.name() });
     }
-    let mut body = &bytes[10..];
+    let mut body = Strict(&bytes[10..]);
     let value = from_avro_datum(&writer.schema, &mut body, None)?;
-    if !body.is_empty() {
-        return Err(CodecError::Shape(format!("{} trailing bytes after the record", body.len())));
+    if !body.0.is_empty() {
+        return Err(CodecError::Shape(format!("{} trailing bytes after the record", body.0.len())));
     }
     let Value::Record(fields) = value else {
         return Err(CodecError::Shape("top level is not a record".into()));
@@ -197,6 +197,20 @@ fn conform(value: Value, target: &Schema) -> Value {
             )
         }
         (value, _) => value,
+    }
+}
+
+/// A byte slice whose end is an error, not an end-of-file: apache-avro reads an
+/// end-of-file where a union starts as `null`, which would turn a truncated record into
+/// a different, valid one.
+struct Strict<'a>(&'a [u8]);
+
+impl std::io::Read for Strict<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.0.is_empty() && !buf.is_empty() {
+            return Err(std::io::Error::other("record is truncated"));
+        }
+        self.0.read(buf)
     }
 }
 
