@@ -21,3 +21,38 @@ pub use error::LogError;
 pub use producer::Producer;
 pub use reader::{read_to_end, Record};
 pub use topics::{Topic, Topics};
+
+/// What every role needs to talk to the log: where it is, the topic names, a producer.
+#[derive(Clone)]
+pub struct Log {
+    pub kafka: KafkaConfig,
+    pub topics: Topics,
+    pub producer: Producer,
+}
+
+impl Log {
+    /// Connect a producer for these settings.
+    pub fn new(kafka: KafkaConfig, topics: Topics) -> Result<Self, LogError> {
+        let producer = Producer::new(&kafka)?;
+        Ok(Log { kafka, topics, producer })
+    }
+
+    /// Full name of a topic.
+    pub fn topic(&self, topic: Topic) -> String {
+        self.topics.name(topic)
+    }
+
+    /// A dead-letter sender for a consumer.
+    pub fn dead_letter(&self, consumer: &str) -> DeadLetter {
+        DeadLetter::new(self.producer.clone(), self.topic(Topic::DeadLetter), consumer)
+    }
+
+    /// Read a whole topic (or some partitions) to its current end, off the async runtime.
+    pub async fn read_all(&self, topic: Topic, only: Option<Vec<i32>>) -> Result<Vec<Record>, LogError> {
+        let kafka = self.kafka.clone();
+        let name = self.topic(topic);
+        tokio::task::spawn_blocking(move || read_to_end(&kafka, &name, only.as_deref()))
+            .await
+            .map_err(|e| LogError::Task(e.to_string()))?
+    }
+}

@@ -1,0 +1,7 @@
+//! The dispatcher: places T-Servers in slots and routes DN registrations to them.
+
+mod core;
+mod runner;
+
+pub use self::core::{Dispatcher, Emitted};
+pub use runner::{run, DispatcherConfig};

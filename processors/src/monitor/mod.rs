@@ -1,0 +1,182 @@
+//! The monitor: a member of the monitor group on `assignments`. It owns the T-Servers
+//! placed in its slots, keeps a CTI link to each, registers their DNs, and appends
+//! every event it captures to `calls`.
+
+mod link;
+mod slots;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use netwatch_eventlog::{spawn_group_consumer, ConsumerEvent, GroupOptions, Log, LogError, StartAt, Topic};
+use netwatch_schemas::assignments::Assignment;
+use netwatch_schemas::config::TServer;
+use netwatch_schemas::monitors::{Heartbeat, MonitorBody, MonitorEvent, Started, Stopping};
+use netwatch_schemas::{decode, now_ms};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+pub use slots::Slots;
+
+use link::{LinkHandle, LinkStats};
+
+/// Monitor settings.
+#[derive(Clone, Debug)]
+pub struct MonitorConfig {
+    /// Monitor id: the client name on CTI links and the key of its heartbeats.
+    pub id: String,
+    /// Time between heartbeats.
+    pub heartbeat: Duration,
+}
+
+/// Run until `shutdown` turns true.
+pub async fn run(log: Log, config: MonitorConfig, mut shutdown: watch::Receiver<bool>) -> Result<(), LogError> {
+    let group = format!("{}monitors", log.topics.prefix);
+    let mut consumer = spawn_group_consumer(
+        &log.kafka,
+        GroupOptions {
+            group: group.clone(),
+            topics: vec![log.topic(Topic::Assignments)],
+            start: StartAt::Beginning,
+            revoke_timeout: Duration::from_secs(15),
+        },
+    )?;
+    let dead = log.dead_letter(&group);
+    let mut monitor = Monitor { log: log.clone(), id: config.id.clone(), slots: Slots::default(), links: BTreeMap::new() };
+    monitor.report(MonitorBody::Started(Started { host: hostname(), pid: std::process::id() as i32 })).await;
+    info!(id = %config.id, %group, "Monitor started.");
+    let mut heartbeat = tokio::time::interval(config.heartbeat);
+    let result = loop {
+        let event = tokio::select! {
+            _ = shutdown.changed() => break Ok(()),
+            _ = heartbeat.tick() => {
+                monitor.heartbeat().await;
+                continue;
+            }
+            event = consumer.events.recv() => match event { Some(e) => e, None => break Ok(()) },
+        };
+        match event {
+            ConsumerEvent::Assigned(parts) => {
+                for (_, p) in parts {
+                    monitor.slots.assign(p);
+                }
+                info!(slots = ?monitor.slots.owned(), "Slots assigned; catching up.");
+            }
+            ConsumerEvent::Revoked { partitions, ack } => {
+                let mut touched = Vec::new();
+                for (_, p) in partitions {
+                    touched.extend(monitor.slots.revoke(p));
+                }
+                for t in touched {
+                    monitor.reconcile(t).await;
+                }
+                info!(slots = ?monitor.slots.owned(), "Slots revoked; their T-Servers are released.");
+                let _ = ack.send(());
+            }
+            ConsumerEvent::Record(r) => {
+                let command = match r.value.as_deref().map(decode::<Assignment>) {
+                    None => None,
+                    Some(Ok(a)) => Some(a.command),
+                    Some(Err(e)) => {
+                        if let Err(e) = dead.send(&r, &format!("undecodable assignment: {e}")).await {
+                            break Err(e);
+                        }
+                        continue;
+                    }
+                };
+                if let Some(tserver) = monitor.slots.record(r.partition, &r.key_str(), command) {
+                    if monitor.slots.is_caught_up(r.partition) {
+                        monitor.reconcile(tserver).await;
+                    }
+                }
+            }
+            ConsumerEvent::Eof { partition } => {
+                if monitor.slots.mark_caught_up(partition) {
+                    for t in monitor.slots.tservers_in(partition) {
+                        monitor.reconcile(t).await;
+                    }
+                }
+            }
+            ConsumerEvent::Error(_) => {}
+        }
+    };
+    monitor.report(MonitorBody::Stopping(Stopping { reason: "shutdown".into() })).await;
+    let ids: Vec<i32> = monitor.links.keys().copied().collect();
+    for id in ids {
+        if let Some(h) = monitor.links.remove(&id) {
+            h.stop().await;
+        }
+    }
+    consumer.stop().await;
+    info!(id = %config.id, "Monitor stopped.");
+    result
+}
+
+struct Monitor {
+    log: Log,
+    id: String,
+    slots: Slots,
+    links: BTreeMap<i32, LinkHandle>,
+}
+
+impl Monitor {
+    /// Make the link of one T-Server match the desired state of the owned slots.
+    async fn reconcile(&mut self, tserver: i32) {
+        let desired = self.slots.desired(tserver);
+        let current: Option<&TServer> = self.links.get(&tserver).map(|h| &h.tserver);
+        match desired {
+            Some((t, dns)) if current == Some(&t) => {
+                if let Some(h) = self.links.get(&tserver) {
+                    h.set_dns(dns);
+                }
+            }
+            Some((t, dns)) => {
+                if let Some(old) = self.links.remove(&tserver) {
+                    info!(tserver, endpoint = %t.endpoint(), "T-Server endpoint changed; reconnecting.");
+                    old.stop().await;
+                }
+                info!(tserver, endpoint = %t.endpoint(), dns = dns.len(), "Watching T-Server.");
+                let stats = Arc::new(LinkStats::default());
+                self.links.insert(tserver, LinkHandle::spawn(self.log.clone(), self.id.clone(), t, dns, stats));
+            }
+            None => {
+                if let Some(old) = self.links.remove(&tserver) {
+                    info!(tserver, "Releasing T-Server.");
+                    old.stop().await;
+                }
+            }
+        }
+    }
+
+    async fn heartbeat(&self) {
+        let sessions = self.links.values().filter(|h| h.stats.connected()).count() as i32;
+        let dns = self.links.values().map(|h| h.stats.registered()).sum::<i64>() as i32;
+        let body = MonitorBody::Heartbeat(Heartbeat {
+            slots: self.slots.owned(),
+            tservers: self.links.len() as i32,
+            dns,
+            sessions: Some(sessions),
+            rss_bytes: rss_bytes(),
+        });
+        self.report(body).await;
+    }
+
+    async fn report(&self, body: MonitorBody) {
+        let event = MonitorEvent { monitor_id: self.id.clone(), at_ms: now_ms(), body };
+        if let Err(e) = self.log.producer.send(&self.log.topic(Topic::Monitors), &self.id, None, &event).await {
+            warn!(error = %e, "Could not append to monitors.");
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "unknown".into())
+}
+
+/// Resident memory of this process, from /proc (Linux); `None` elsewhere.
+fn rss_bytes() -> Option<i64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: i64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
