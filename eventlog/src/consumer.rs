@@ -26,7 +26,8 @@ pub enum StartAt {
     /// From the first record: the owner rebuilds its state from the log.
     Beginning,
     /// From a stored position (next offset to read); the beginning when none is stored.
-    Stored(Arc<dyn Fn(&str, i32) -> Option<i64> + Send + Sync>),
+    /// An error leaves the partition unassigned and is reported as [`ConsumerEvent::Fatal`].
+    Stored(Arc<dyn Fn(&str, i32) -> Result<Option<i64>, String> + Send + Sync>),
 }
 
 /// What a group consumer reports, in order.
@@ -42,6 +43,8 @@ pub enum ConsumerEvent {
     Eof { partition: i32 },
     /// A non-fatal consumer error, already logged.
     Error(String),
+    /// The owner cannot go on (its start position could not be read).
+    Fatal(String),
 }
 
 /// How to join a group.
@@ -89,7 +92,14 @@ impl ConsumerContext for Context {
                 for (topic, partition) in &partitions {
                     let offset = match &self.start {
                         StartAt::Beginning => Offset::Beginning,
-                        StartAt::Stored(f) => f(topic, *partition).map(Offset::Offset).unwrap_or(Offset::Beginning),
+                        StartAt::Stored(f) => match f(topic, *partition) {
+                            Ok(stored) => stored.map(Offset::Offset).unwrap_or(Offset::Beginning),
+                            Err(e) => {
+                                error!(%topic, partition, error = %e, "Cannot read the stored position; not consuming.");
+                                let _ = self.tx.blocking_send(ConsumerEvent::Fatal(format!("cannot read the stored position of {topic}/{partition}: {e}")));
+                                return;
+                            }
+                        },
                     };
                     if let Err(e) = tpl.set_partition_offset(topic, *partition, offset) {
                         error!(%topic, partition, error = %e, "Could not set the start position.");

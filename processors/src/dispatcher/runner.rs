@@ -83,7 +83,7 @@ pub async fn run(log: Log, config: DispatcherConfig, mut shutdown: watch::Receiv
                     emit(&log, &config.id, commands).await?;
                 }
             }
-            ConsumerEvent::Error(_) => {}
+            ConsumerEvent::Error(_) | ConsumerEvent::Fatal(_) => {}
         }
     };
     consumer.stop().await;

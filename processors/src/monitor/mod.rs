@@ -98,7 +98,7 @@ pub async fn run(log: Log, config: MonitorConfig, mut shutdown: watch::Receiver<
                     }
                 }
             }
-            ConsumerEvent::Error(_) => {}
+            ConsumerEvent::Error(_) | ConsumerEvent::Fatal(_) => {}
         }
     };
     monitor.report(MonitorBody::Stopping(Stopping { reason: "shutdown".into() })).await;

@@ -1,0 +1,181 @@
+//! Call history: a pure fold of telephony events into one record per call (ConnID).
+//!
+//! A call starts with its first event; each internal DN it reaches gets a leg, opened
+//! by Dialing or Ringing and closed by Released or Abandoned. The call ends when its
+//! last open leg closes. Durations, from the T-Server's timestamps:
+//! ring = answer − start (or end − start if never answered); hold = sum of hold periods;
+//! talk = end − answer − hold; total = end − start.
+
+use netwatch_schemas::calls::{Telephony, TEventKind};
+
+use crate::rows::{CallLeg, CallRecord};
+
+/// Fold one telephony event into its call. `current` is the call's record so far.
+pub fn apply(current: Option<CallRecord>, tserver: i32, t: &Telephony, at: i64) -> CallRecord {
+    let mut call = current.unwrap_or_else(|| CallRecord {
+        tserver,
+        connid: t.connid.clone(),
+        call_type: format!("{:?}", t.call_type),
+        started_ms: at,
+        outcome: "in_progress".into(),
+        ..Default::default()
+    });
+    for party in [Some(&t.dn), t.other_dn.as_ref()].into_iter().flatten() {
+        if !call.parties.contains(party) {
+            call.parties.push(party.clone());
+        }
+    }
+    let leg_index = match call.legs.iter().rposition(|l| l.dn == t.dn && l.ended_ms.is_none()) {
+        Some(i) => i,
+        None => {
+            call.legs.push(CallLeg { dn: t.dn.clone(), started_ms: at, outcome: "in_progress".into(), ..Default::default() });
+            call.legs.len() - 1
+        }
+    };
+    let leg = &mut call.legs[leg_index];
+    if t.other_dn.is_some() {
+        leg.other_dn = t.other_dn.clone();
+    }
+    match t.kind {
+        TEventKind::Dialing | TEventKind::Ringing => {}
+        TEventKind::Established => {
+            leg.answered_ms.get_or_insert(at);
+            call.answered_ms.get_or_insert(at);
+        }
+        TEventKind::Held => {
+            leg.held_since_ms.get_or_insert(at);
+        }
+        TEventKind::Retrieved => close_hold(leg, at),
+        TEventKind::PartyChanged => call.transferred = true,
+        TEventKind::Released | TEventKind::Abandoned => {
+            close_hold(leg, at);
+            leg.ended_ms = Some(at);
+            leg.outcome = if t.kind == TEventKind::Abandoned {
+                "abandoned".into()
+            } else if t.third_party_dn.is_some() {
+                call.transferred = true;
+                "transferred".into()
+            } else if leg.answered_ms.is_some() {
+                "answered".into()
+            } else if call.call_type == "Outbound" {
+                "failed".into()
+            } else {
+                "abandoned".into()
+            };
+        }
+    }
+    if call.legs.iter().all(|l| l.ended_ms.is_some()) {
+        finish(&mut call, at);
+    }
+    call
+}
+
+fn close_hold(leg: &mut CallLeg, at: i64) {
+    if let Some(since) = leg.held_since_ms.take() {
+        leg.hold_ms += at - since;
+    }
+}
+
+fn finish(call: &mut CallRecord, at: i64) {
+    call.ended_ms = Some(at);
+    call.hold_ms = call.legs.iter().map(|l| l.hold_ms).sum();
+    call.total_ms = at - call.started_ms;
+    call.ring_ms = call.answered_ms.unwrap_or(at) - call.started_ms;
+    call.talk_ms = call.answered_ms.map(|a| at - a - call.hold_ms).unwrap_or(0).max(0);
+    call.outcome = if call.transferred {
+        "transferred"
+    } else if call.answered_ms.is_some() {
+        "answered"
+    } else if call.legs.iter().any(|l| l.outcome == "abandoned") {
+        "abandoned"
+    } else {
+        "failed"
+    }
+    .into();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netwatch_schemas::calls::CallType;
+
+    fn t(kind: TEventKind, dn: &str, other: &str, call_type: CallType, third: Option<&str>) -> Telephony {
+        Telephony {
+            kind,
+            dn: dn.into(),
+            connid: "c1".into(),
+            call_type,
+            other_dn: Some(other.into()),
+            third_party_dn: third.map(str::to_string),
+            previous_connid: None,
+        }
+    }
+
+    fn play(events: &[(i64, Telephony)]) -> CallRecord {
+        events.iter().fold(None, |c, (at, e)| Some(apply(c, 1, e, *at))).unwrap()
+    }
+
+    #[test]
+    fn answered_inbound_call_with_hold() {
+        use TEventKind::*;
+        let ib = CallType::Inbound;
+        let c = play(&[
+            (0, t(Ringing, "5001", "+1555", ib, None)),
+            (4_000, t(Established, "5001", "+1555", ib, None)),
+            (10_000, t(Held, "5001", "+1555", ib, None)),
+            (25_000, t(Retrieved, "5001", "+1555", ib, None)),
+            (40_000, t(Released, "5001", "+1555", ib, None)),
+        ]);
+        assert_eq!((c.ring_ms, c.hold_ms, c.talk_ms, c.total_ms), (4_000, 15_000, 21_000, 40_000));
+        assert_eq!((c.outcome.as_str(), c.parties.clone()), ("answered", vec!["5001".to_string(), "+1555".to_string()]));
+        let rows = c.dn_calls();
+        assert_eq!((rows[0].ring_ms, rows[0].talk_ms, rows[0].hold_ms, rows[0].total_ms), (4_000, 21_000, 15_000, 40_000));
+    }
+
+    #[test]
+    fn abandoned_while_ringing() {
+        let c = play(&[
+            (0, t(TEventKind::Ringing, "5001", "+1555", CallType::Inbound, None)),
+            (7_000, t(TEventKind::Abandoned, "5001", "+1555", CallType::Inbound, None)),
+        ]);
+        assert_eq!((c.outcome.as_str(), c.ring_ms, c.talk_ms, c.total_ms), ("abandoned", 7_000, 0, 7_000));
+    }
+
+    #[test]
+    fn single_step_transfer() {
+        use TEventKind::*;
+        let ib = CallType::Inbound;
+        let c = play(&[
+            (0, t(Ringing, "5001", "+1555", ib, None)),
+            (2_000, t(Established, "5001", "+1555", ib, None)),
+            (12_000, t(Released, "5001", "+1555", ib, Some("5002"))),
+            (12_000, t(Ringing, "5002", "+1555", ib, Some("5001"))),
+            (15_000, t(Established, "5002", "+1555", ib, None)),
+            (45_000, t(Released, "5002", "+1555", ib, None)),
+        ]);
+        assert_eq!(c.outcome, "transferred");
+        assert_eq!((c.ring_ms, c.talk_ms, c.total_ms), (2_000, 43_000, 45_000));
+        let rows = c.dn_calls();
+        assert_eq!(rows.iter().map(|r| (r.dn.as_str(), r.outcome.as_str(), r.talk_ms)).collect::<Vec<_>>(), [
+            ("5001", "transferred", 10_000),
+            ("5002", "answered", 30_000)
+        ]);
+    }
+
+    #[test]
+    fn unanswered_outbound_call_failed() {
+        let c = play(&[
+            (0, t(TEventKind::Dialing, "5003", "+1555", CallType::Outbound, None)),
+            (20_000, t(TEventKind::Released, "5003", "+1555", CallType::Outbound, None)),
+        ]);
+        assert_eq!((c.outcome.as_str(), c.ring_ms, c.total_ms), ("failed", 20_000, 20_000));
+    }
+
+    #[test]
+    fn the_call_stays_open_while_any_leg_is_open() {
+        use TEventKind::*;
+        let it = CallType::Internal;
+        let c = play(&[(0, t(Dialing, "5001", "5002", it, None)), (0, t(Ringing, "5002", "5001", it, None)), (3_000, t(Released, "5001", "5002", it, None))]);
+        assert_eq!((c.ended_ms, c.outcome.as_str()), (None, "in_progress"));
+    }
+}

@@ -1,0 +1,129 @@
+//! The rows projections write and queries return.
+
+use serde::{Deserialize, Serialize};
+
+/// Live state of one DN.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnState {
+    pub tserver: i32,
+    pub dn: String,
+    /// Is the DN in the configuration now?
+    pub configured: bool,
+    pub dbid: Option<i32>,
+    pub dn_type: Option<String>,
+    /// Monitor that has the DN registered, if any.
+    pub registered_by: Option<String>,
+    /// CTI link state as last seen for this DN: up, down, unknown.
+    pub link: String,
+    /// idle, dialing, ringing, talking, held, or unknown (link down or never seen).
+    pub call_state: String,
+    pub connid: Option<String>,
+    pub other_dn: Option<String>,
+    pub agent_id: Option<String>,
+    /// logged_out, not_ready, ready, after_call_work (None: never seen an agent).
+    pub agent_state: Option<String>,
+    pub agent_reason: Option<String>,
+    /// When the call state last changed (T-Server time, ms).
+    pub state_since_ms: i64,
+    /// When anything in the row last changed (event time, ms).
+    pub updated_ms: i64,
+}
+
+impl DnState {
+    /// A DN first seen now.
+    pub fn new(tserver: i32, dn: &str) -> Self {
+        DnState { tserver, dn: dn.to_string(), link: "unknown".into(), call_state: "unknown".into(), ..Default::default() }
+    }
+}
+
+/// One DN's part in a call.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallLeg {
+    pub dn: String,
+    pub other_dn: Option<String>,
+    pub started_ms: i64,
+    pub answered_ms: Option<i64>,
+    pub ended_ms: Option<i64>,
+    /// Held time so far (closed hold periods).
+    pub hold_ms: i64,
+    /// Start of the hold in progress, if any.
+    pub held_since_ms: Option<i64>,
+    /// in_progress, answered, abandoned, transferred, failed.
+    pub outcome: String,
+}
+
+/// A call (one ConnID on one T-Server) with its legs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallRecord {
+    pub tserver: i32,
+    pub connid: String,
+    /// Inbound, Outbound, Internal, Consult, Unknown.
+    pub call_type: String,
+    /// Every party in order of appearance: DNs and outside numbers.
+    pub parties: Vec<String>,
+    pub started_ms: i64,
+    pub answered_ms: Option<i64>,
+    pub ended_ms: Option<i64>,
+    /// Durations; final once the call ended.
+    pub ring_ms: i64,
+    pub talk_ms: i64,
+    pub hold_ms: i64,
+    pub total_ms: i64,
+    /// in_progress, answered, abandoned, transferred, failed.
+    pub outcome: String,
+    pub transferred: bool,
+    pub legs: Vec<CallLeg>,
+}
+
+/// A call as seen from one DN: the per-DN history row.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnCall {
+    pub tserver: i32,
+    pub dn: String,
+    pub connid: String,
+    pub call_type: String,
+    pub other_dn: Option<String>,
+    pub started_ms: i64,
+    pub ended_ms: Option<i64>,
+    pub ring_ms: i64,
+    pub talk_ms: i64,
+    pub hold_ms: i64,
+    pub total_ms: i64,
+    pub outcome: String,
+}
+
+impl CallRecord {
+    /// The per-DN rows of this call, one per leg.
+    pub fn dn_calls(&self) -> Vec<DnCall> {
+        self.legs
+            .iter()
+            .map(|leg| {
+                let end = leg.ended_ms;
+                let total = end.map(|e| e - leg.started_ms).unwrap_or(0);
+                let ring = match (leg.answered_ms, end) {
+                    (Some(a), _) => a - leg.started_ms,
+                    (None, Some(e)) => e - leg.started_ms,
+                    (None, None) => 0,
+                };
+                let talk = match (leg.answered_ms, end) {
+                    (Some(a), Some(e)) => e - a - leg.hold_ms,
+                    _ => 0,
+                };
+                DnCall {
+                    tserver: self.tserver,
+                    dn: leg.dn.clone(),
+                    connid: self.connid.clone(),
+                    call_type: self.call_type.clone(),
+                    other_dn: leg.other_dn.clone(),
+                    started_ms: leg.started_ms,
+                    ended_ms: end,
+                    ring_ms: ring,
+                    talk_ms: talk,
+                    hold_ms: leg.hold_ms,
+                    total_ms: total,
+                    outcome: leg.outcome.clone(),
+                }
+            })
+            .collect()
+    }
+}
