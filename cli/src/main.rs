@@ -1,1 +1,144 @@
-fn main() {}
+//! `netwatch`: one binary, a subcommand per role.
+
+mod cat;
+mod config;
+mod query;
+mod roles;
+mod sim;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use netwatch_eventlog::{KafkaConfig, Log, Topics};
+
+/// Netwatch: event-sourced monitoring of contact-center telephony on Kafka.
+#[derive(Parser, Debug)]
+#[command(name = "netwatch", version, about)]
+struct Cli {
+    /// Kafka bootstrap servers.
+    #[arg(long, global = true, env = "NETWATCH_BROKERS", default_value = "127.0.0.1:9092")]
+    brokers: String,
+    /// Prefix of every topic and consumer group name.
+    #[arg(long, global = true, env = "NETWATCH_TOPIC_PREFIX", default_value = "netwatch.")]
+    topic_prefix: String,
+    /// Extra librdkafka settings, `key=value` (TLS, SASL, ...); repeatable.
+    #[arg(long = "kafka-option", global = true, value_parser = parse_kv)]
+    kafka_options: Vec<(String, String)>,
+    /// Projection store URL.
+    #[arg(long, global = true, env = "NETWATCH_STORE", default_value = "sqlite://data/netwatch.db")]
+    store: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create or check the topics.
+    #[command(subcommand)]
+    Topics(roles::TopicsCmd),
+    /// Print a topic's records as JSON lines.
+    Cat(cat::CatArgs),
+    /// Change the monitored configuration (T-Servers, DNs).
+    #[command(subcommand)]
+    Config(config::ConfigCmd),
+    /// Simulated telephony servers.
+    #[command(subcommand)]
+    Sim(sim::SimCmd),
+    /// Run the dispatcher.
+    Dispatcher(roles::DispatcherArgs),
+    /// Run a monitor.
+    Monitor(roles::MonitorArgs),
+    /// Run projections.
+    #[command(subcommand)]
+    Projections(roles::ProjectionsCmd),
+    /// Query the projections.
+    #[command(subcommand)]
+    Query(query::QueryCmd),
+    /// Serve the query API over HTTP.
+    Serve(roles::ServeArgs),
+    /// Run every role in one process (dispatcher, monitors, projections, HTTP API).
+    Up(roles::UpArgs),
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("{s:?} is not key=value"))
+}
+
+/// How a command failed: bad input (exit 2) or anything else (exit 1).
+#[derive(Debug)]
+pub enum CliError {
+    Input(String),
+    Failed(anyhow::Error),
+}
+
+impl<E: Into<anyhow::Error>> From<E> for CliError {
+    fn from(e: E) -> Self {
+        CliError::Failed(e.into())
+    }
+}
+
+/// Shorthand for a bad-input error.
+pub fn input(reason: impl Into<String>) -> CliError {
+    CliError::Input(reason.into())
+}
+
+/// Connection settings every command gets.
+pub struct Ctx {
+    pub kafka: KafkaConfig,
+    pub topics: Topics,
+    pub store: String,
+}
+
+impl Ctx {
+    /// Connect a producer.
+    pub fn log(&self) -> Result<Log, CliError> {
+        Ok(Log::new(self.kafka.clone(), self.topics.clone())?)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let long_running = matches!(cli.command, Command::Dispatcher(_) | Command::Monitor(_) | Command::Projections(_) | Command::Serve(_) | Command::Up(_) | Command::Sim(sim::SimCmd::Tserver(_)));
+    let default_level = if long_running { "info" } else { "warn" };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("NETWATCH_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)))
+        .with_writer(std::io::stderr)
+        .init();
+    let ctx = Ctx {
+        kafka: KafkaConfig { brokers: cli.brokers.clone(), extra: cli.kafka_options.clone() },
+        topics: Topics { prefix: cli.topic_prefix.clone(), ..Topics::default() },
+        store: cli.store.clone(),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("netwatch: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Topics(cmd) => roles::topics(&ctx, cmd).await,
+            Command::Cat(args) => cat::run(&ctx, args).await,
+            Command::Config(cmd) => config::run(&ctx, cmd).await,
+            Command::Sim(cmd) => sim::run(cmd).await,
+            Command::Dispatcher(args) => roles::dispatcher(&ctx, args).await,
+            Command::Monitor(args) => roles::monitor(&ctx, args).await,
+            Command::Projections(cmd) => roles::projections(&ctx, cmd).await,
+            Command::Query(cmd) => query::run(&ctx, cmd).await,
+            Command::Serve(args) => roles::serve(&ctx, args).await,
+            Command::Up(args) => roles::up(&ctx, args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(CliError::Input(reason)) => {
+            eprintln!("netwatch: {reason}");
+            ExitCode::from(2)
+        }
+        Err(CliError::Failed(e)) => {
+            eprintln!("netwatch: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -82,7 +82,15 @@ struct Context {
     revoke_timeout: Duration,
 }
 
-impl ClientContext for Context {}
+impl ClientContext for Context {
+    fn error(&self, error: KafkaError, reason: &str) {
+        // End of partition is delivered as an event; librdkafka also reports it here.
+        if matches!(error, KafkaError::PartitionEOF(_)) || reason.contains("reached end of partition") {
+            return;
+        }
+        error!(%error, %reason, "Kafka client error.");
+    }
+}
 
 impl ConsumerContext for Context {
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {

@@ -19,7 +19,7 @@ pub use consumer::{spawn_group_consumer, ConsumerEvent, GroupConsumer, GroupOpti
 pub use deadletter::DeadLetter;
 pub use error::LogError;
 pub use producer::Producer;
-pub use reader::{read_to_end, Record};
+pub use reader::{read_to_end, scan, Record};
 pub use topics::{Topic, Topics};
 
 /// What every role needs to talk to the log: where it is, the topic names, a producer.

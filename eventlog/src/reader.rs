@@ -99,3 +99,42 @@ pub fn read_to_end(kafka: &KafkaConfig, topic: &str, only: Option<&[i32]>) -> Re
     out.sort_by_key(|r| (r.partition, r.offset));
     Ok(out)
 }
+
+/// Call `each` for the records of `topic`: from the beginning or only new ones, up to
+/// the current end or, with `follow`, until `each` returns false. Blocking.
+pub fn scan(kafka: &KafkaConfig, topic: &str, from_beginning: bool, follow: bool, mut each: impl FnMut(Record) -> bool) -> Result<(), LogError> {
+    if from_beginning && !follow {
+        for r in read_to_end(kafka, topic, None)? {
+            if !each(r) {
+                break;
+            }
+        }
+        return Ok(());
+    }
+    if !follow {
+        return Ok(());
+    }
+    let consumer: BaseConsumer = kafka.client().set("group.id", "netwatch-reader").set("enable.auto.commit", "false").create()?;
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let mut tpl = TopicPartitionList::new();
+    match md.topics().first() {
+        Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+            for p in t.partitions() {
+                tpl.add_partition_offset(topic, p.id(), if from_beginning { Offset::Beginning } else { Offset::End })?;
+            }
+        }
+        _ => return Err(LogError::MissingTopic(topic.to_string())),
+    }
+    consumer.assign(&tpl)?;
+    loop {
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => {
+                if !each(Record::from_message(&m)) {
+                    return Ok(());
+                }
+            }
+            Some(Err(e)) => return Err(e.into()),
+            None => {}
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! The long-running roles, alone or all together (`netwatch up`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use netwatch_eventlog::{create_topics, wait_until_ready, Log};
+use netwatch_processors::dispatcher::{self, DispatcherConfig};
+use netwatch_processors::monitor::{self, MonitorConfig};
+use netwatch_producers::sim::traffic::TrafficConfig;
+use netwatch_producers::sim::{SimConfig, SimMode};
+use netwatch_projections::http::{serve as serve_http, ApiState};
+use netwatch_projections::runner::Metrics;
+use netwatch_projections::{open_store, Projection};
+use netwatch_schemas::config::{ConfigChange, Dn, DnType, TServer};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{error, info};
+
+use crate::config::{current_state, submit};
+use crate::{input, CliError, Ctx};
+
+#[derive(Subcommand, Debug)]
+pub enum TopicsCmd {
+    /// Create the topics that do not exist yet (idempotent).
+    Create,
+    /// Wait until the broker answers a metadata request.
+    Wait {
+        /// Give up after this long.
+        #[arg(long, default_value = "30s")]
+        timeout: humantime::Duration,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct DispatcherArgs {
+    /// Instance id (default: host and pid).
+    #[arg(long)]
+    id: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct MonitorArgs {
+    /// Monitor id (default: host and pid).
+    #[arg(long)]
+    id: Option<String>,
+    /// Time between heartbeats.
+    #[arg(long, default_value = "3s")]
+    heartbeat: humantime::Duration,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProjectionsCmd {
+    /// Run projections into the store.
+    Run {
+        /// dn-state, call-history, or all.
+        #[arg(long, default_value = "all")]
+        projection: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address of the HTTP API.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: String,
+}
+
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    /// Address of the HTTP API.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Monitors to run in this process.
+    #[arg(long, default_value_t = 1)]
+    monitors: u32,
+    /// Also run a simulated site and register its configuration.
+    #[arg(long)]
+    simulate: bool,
+    /// Simulated T-Servers.
+    #[arg(long, default_value_t = 2)]
+    sim_tservers: i32,
+    /// DNs per simulated T-Server.
+    #[arg(long, default_value_t = 25)]
+    sim_dns: i32,
+    /// CTI port of simulated T-Server 1; the others follow.
+    #[arg(long, default_value_t = 17001)]
+    sim_base_port: i32,
+    /// New calls per minute per simulated T-Server.
+    #[arg(long, default_value_t = 12.0)]
+    sim_calls_per_minute: f64,
+}
+
+fn default_id(role: &str) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "host".into());
+    format!("{role}-{host}-{}", std::process::id())
+}
+
+/// A shutdown signal that turns true on Ctrl-C or SIGTERM.
+fn shutdown_on_signal() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
+        info!("Shutting down.");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+pub async fn topics(ctx: &Ctx, cmd: TopicsCmd) -> Result<(), CliError> {
+    match cmd {
+        TopicsCmd::Create => {
+            wait_until_ready(&ctx.kafka, Duration::from_secs(30)).await?;
+            let created = create_topics(&ctx.kafka, &ctx.topics).await?;
+            println!("{} topics created, {} already existed", created.len(), 5 - created.len());
+        }
+        TopicsCmd::Wait { timeout } => {
+            wait_until_ready(&ctx.kafka, timeout.into()).await?;
+            println!("broker at {} is ready", ctx.kafka.brokers);
+        }
+    }
+    Ok(())
+}
+
+pub async fn dispatcher(ctx: &Ctx, args: DispatcherArgs) -> Result<(), CliError> {
+    let shutdown = shutdown_on_signal();
+    dispatcher::run(ctx.log()?, DispatcherConfig { id: args.id.unwrap_or_else(|| default_id("dispatcher")) }, shutdown).await?;
+    Ok(())
+}
+
+pub async fn monitor(ctx: &Ctx, args: MonitorArgs) -> Result<(), CliError> {
+    let shutdown = shutdown_on_signal();
+    let config = MonitorConfig { id: args.id.unwrap_or_else(|| default_id("monitor")), heartbeat: args.heartbeat.into() };
+    monitor::run(ctx.log()?, config, shutdown).await?;
+    Ok(())
+}
+
+fn projections_named(name: &str) -> Result<Vec<Projection>, CliError> {
+    if name == "all" {
+        return Ok(Projection::ALL.to_vec());
+    }
+    Ok(vec![name.parse().map_err(input)?])
+}
+
+pub async fn projections(ctx: &Ctx, cmd: ProjectionsCmd) -> Result<(), CliError> {
+    let ProjectionsCmd::Run { projection } = cmd;
+    let which = projections_named(&projection)?;
+    let store = open_store(&ctx.store).map_err(|e| input(e.to_string()))?;
+    let shutdown = shutdown_on_signal();
+    let log = ctx.log()?;
+    let mut tasks = JoinSet::new();
+    for p in which {
+        let (log, store, shutdown) = (log.clone(), store.clone(), shutdown.clone());
+        tasks.spawn(async move { netwatch_projections::run(log, store, p, Arc::new(Metrics::default()), shutdown).await.map_err(anyhow::Error::from) });
+    }
+    join_all(tasks).await
+}
+
+pub async fn serve(ctx: &Ctx, args: ServeArgs) -> Result<(), CliError> {
+    let store = open_store(&ctx.store).map_err(|e| input(e.to_string()))?;
+    let listener = TcpListener::bind(&args.listen).await.map_err(|e| input(format!("cannot listen on {}: {e}", args.listen)))?;
+    info!(addr = %listener.local_addr()?, "HTTP API listening.");
+    serve_http(listener, ApiState { store, metrics: Vec::new() }, shutdown_on_signal()).await?;
+    Ok(())
+}
+
+/// Wait for every task; the first failure is the result, after all have ended.
+async fn join_all(mut tasks: JoinSet<anyhow::Result<()>>) -> Result<(), CliError> {
+    let mut first_error = None;
+    while let Some(done) = tasks.join_next().await {
+        let outcome = done.map_err(anyhow::Error::from).and_then(|r| r);
+        if let Err(e) = outcome {
+            error!(error = %e, "A task failed.");
+            first_error.get_or_insert(e);
+        }
+    }
+    match first_error {
+        Some(e) => Err(CliError::Failed(e)),
+        None => Ok(()),
+    }
+}
+
+/// Make the configuration hold the simulated site: create what is missing, fix ports.
+async fn register_site(log: &Log, args: &UpArgs) -> Result<(), CliError> {
+    let mut state = current_state(log).await?;
+    let mut changes = Vec::new();
+    for t in 1..=args.sim_tservers {
+        let wanted = TServer { id: t, name: format!("SimTServer{t}"), host: "127.0.0.1".into(), port: args.sim_base_port + t - 1 };
+        match state.tservers.get(&t) {
+            None => changes.push(ConfigChange::TServerCreated(wanted)),
+            Some(current) if *current != wanted => changes.push(ConfigChange::TServerUpdated(wanted)),
+            Some(_) => {}
+        }
+        for i in 1..=args.sim_dns {
+            let number = sim_dn(t, i);
+            if !state.dns.contains_key(&(t, number.clone())) {
+                changes.push(ConfigChange::DnCreated(Dn { dbid: t * 10_000 + i, tserver: t, number, dn_type: DnType::AcdPosition }));
+            }
+        }
+    }
+    if !changes.is_empty() {
+        info!(changes = changes.len(), "Registering the simulated site's configuration.");
+        submit(log, "up --simulate", changes, &mut state).await?;
+    }
+    Ok(())
+}
+
+fn sim_dn(tserver: i32, i: i32) -> String {
+    format!("{}{:03}", 4 + tserver, i)
+}
+
+pub async fn up(ctx: &Ctx, args: UpArgs) -> Result<(), CliError> {
+    let store = open_store(&ctx.store).map_err(|e| input(e.to_string()))?;
+    let listener = TcpListener::bind(&args.listen).await.map_err(|e| input(format!("cannot listen on {}: {e}", args.listen)))?;
+    wait_until_ready(&ctx.kafka, Duration::from_secs(30)).await?;
+    create_topics(&ctx.kafka, &ctx.topics).await?;
+    let log = ctx.log()?;
+    let shutdown = shutdown_on_signal();
+    let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
+    if args.simulate {
+        for t in 1..=args.sim_tservers {
+            let addr = format!("127.0.0.1:{}", args.sim_base_port + t - 1);
+            let sim_listener = TcpListener::bind(&addr).await.map_err(|e| input(format!("cannot listen on {addr}: {e}")))?;
+            let dns = (1..=args.sim_dns).map(|i| sim_dn(t, i)).collect();
+            let config = SimConfig {
+                name: format!("SimTServer{t}"),
+                mode: SimMode::Random(TrafficConfig { seed: t as u64, dns, calls_per_minute: args.sim_calls_per_minute }),
+                connid_base: (t as u64) << 48 | (netwatch_schemas::now_ms() as u64 & 0xffff_ffff) << 16,
+            };
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move { Ok(netwatch_producers::sim::run(config, sim_listener, shutdown).await?) });
+        }
+        register_site(&log, &args).await?;
+    }
+    {
+        let (log, shutdown) = (log.clone(), shutdown.clone());
+        tasks.spawn(async move { Ok(dispatcher::run(log, DispatcherConfig { id: default_id("dispatcher") }, shutdown).await?) });
+    }
+    for i in 1..=args.monitors {
+        let (log, shutdown) = (log.clone(), shutdown.clone());
+        let config = MonitorConfig { id: format!("{}-{i}", default_id("monitor")), heartbeat: Duration::from_secs(3) };
+        tasks.spawn(async move { Ok(monitor::run(log, config, shutdown).await?) });
+    }
+    let mut metrics = Vec::new();
+    for p in Projection::ALL {
+        let m = Arc::new(Metrics::default());
+        metrics.push((p.name().to_string(), m.clone()));
+        let (log, store, shutdown) = (log.clone(), store.clone(), shutdown.clone());
+        tasks.spawn(async move { Ok(netwatch_projections::run(log, store, p, m, shutdown).await?) });
+    }
+    let addr = listener.local_addr()?;
+    {
+        let (store, shutdown) = (store.clone(), shutdown.clone());
+        tasks.spawn(async move { Ok(serve_http(listener, ApiState { store, metrics }, shutdown).await?) });
+    }
+    info!(http = %addr, "Netwatch is up.");
+    println!("netwatch is up: HTTP API on http://{addr}/v1/ (Ctrl-C stops)");
+    join_all(tasks).await
+}

@@ -1,0 +1,258 @@
+//! The walking skeleton, end to end: a real broker, separate `netwatch` processes
+//! (dispatcher, monitor, projections, HTTP API, two scripted T-Server simulators),
+//! configuration through `netwatch config`, exact call history and DN states.
+
+mod harness;
+
+use std::time::Duration;
+
+use harness::{dump_logs, free_port, http_get, wait_for, World};
+use serde_json::Value;
+
+/// T-Server 1 scenario (offsets in ms from its start; the simulator stamps events with
+/// exactly these offsets, so durations below follow from them).
+const SCENARIO_1: &str = r#"
+# agent at 5001
+{"at_ms": 0,     "op": "login",  "dn": "5001", "agent": "agent-a"}
+{"at_ms": 0,     "op": "ready",  "dn": "5001"}
+# in1: inbound to 5001, answered after 4 s, held 12 s, released at 40 s
+{"at_ms": 1000,  "op": "call",   "call": "in1", "from": "+15550001", "to": "5001", "connid": "ts1-in1"}
+# ab1: inbound to 5002, abandoned after ringing 8 s
+{"at_ms": 3000,  "op": "call",   "call": "ab1", "from": "+15550002", "to": "5002", "connid": "ts1-ab1"}
+{"at_ms": 5000,  "op": "answer", "call": "in1"}
+# tr1: inbound to 5003, answered at 8 s, transferred to 5004 at 20 s, answered there at 23 s, released at 50 s
+{"at_ms": 6000,  "op": "call",   "call": "tr1", "from": "+15550003", "to": "5003", "connid": "ts1-tr1"}
+{"at_ms": 8000,  "op": "answer", "call": "tr1"}
+{"at_ms": 11000, "op": "abandon", "call": "ab1"}
+{"at_ms": 15000, "op": "hold",   "call": "in1", "dn": "5001"}
+{"at_ms": 20000, "op": "transfer", "call": "tr1", "from": "5003", "to": "5004"}
+{"at_ms": 23000, "op": "answer", "call": "tr1"}
+{"at_ms": 27000, "op": "retrieve", "call": "in1", "dn": "5001"}
+# out1: outbound from 5005, answered after 6 s, released 30 s later
+{"at_ms": 30000, "op": "call",   "call": "out1", "from": "5005", "to": "+15550004", "connid": "ts1-out1"}
+{"at_ms": 36000, "op": "answer", "call": "out1"}
+{"at_ms": 40000, "op": "release", "call": "in1"}
+{"at_ms": 40000, "op": "after_call_work", "dn": "5001"}
+{"at_ms": 50000, "op": "release", "call": "tr1"}
+{"at_ms": 66000, "op": "release", "call": "out1"}
+"#;
+
+/// T-Server 2 scenario: an internal call, an agent not ready, a call left ringing.
+const SCENARIO_2: &str = r#"
+{"at_ms": 0,     "op": "login",     "dn": "6003", "agent": "agent-b"}
+{"at_ms": 1000,  "op": "call",      "call": "int1", "from": "6001", "to": "6002", "connid": "ts2-int1"}
+{"at_ms": 3000,  "op": "answer",    "call": "int1"}
+{"at_ms": 4000,  "op": "not_ready", "dn": "6003", "reason": "training"}
+{"at_ms": 13000, "op": "release",   "call": "int1"}
+{"at_ms": 14000, "op": "call",      "call": "ring1", "from": "+15550009", "to": "6004", "connid": "ts2-ring1"}
+"#;
+
+fn calls_of(w: &World, tserver: &str, dn: &str) -> Result<Vec<Value>, String> {
+    Ok(w.json(&["query", "calls", "--tserver", tserver, "--dn", dn])?.as_array().cloned().unwrap_or_default())
+}
+
+fn int(v: &Value, field: &str) -> i64 {
+    v[field].as_i64().unwrap_or_else(|| panic!("{field} is not an integer in {v}"))
+}
+
+fn registrations(w: &World, endpoint: &str) -> Result<Value, String> {
+    Ok(w.json(&["sim", "status", endpoint])?["registrations"].clone())
+}
+
+#[test]
+fn whole_pipeline_end_to_end() {
+    let w = World::start();
+    let (port1, port2, http) = (free_port(), free_port(), free_port());
+    let (ep1, ep2, http_addr) = (format!("127.0.0.1:{port1}"), format!("127.0.0.1:{port2}"), format!("127.0.0.1:{http}"));
+
+    // Configuration through the CLI: two T-Servers, five DNs each (T-Server 2's by import).
+    w.ok(&["config", "tserver", "create", "--id", "1", "--name", "TS1", "--host", "127.0.0.1", "--port", &port1.to_string()]);
+    w.ok(&["config", "tserver", "create", "--id", "2", "--name", "TS2", "--host", "127.0.0.1", "--port", &port2.to_string()]);
+    for i in 1..=5 {
+        w.ok(&["config", "dn", "create", "--tserver", "1", "--dbid", &format!("{}", 100 + i), "--number", &format!("500{i}"), "--type", "acd-position"]);
+    }
+    let import: String = (1..=5).map(|i| format!("{{\"op\":\"create_dn\",\"tserver\":2,\"dbid\":{},\"number\":\"600{i}\"}}\n", 200 + i)).collect();
+    w.ok(&["config", "import", w.file("ts2.jsonl", &import).to_str().unwrap()]);
+    assert_eq!(w.records("config").len(), 12);
+
+    // A garbage value on `calls`, before any real call event.
+    produce_raw(&w, "calls", "1", b"this is not avro");
+
+    let s1 = w.file("ts1.jsonl", SCENARIO_1);
+    let s2 = w.file("ts2.jsonl", SCENARIO_2);
+    let procs = [
+        w.spawn("sim1", &["sim", "tserver", "--listen", &ep1, "--name", "TS1", "--script", s1.to_str().unwrap(), "--speed", "4"]),
+        w.spawn("sim2", &["sim", "tserver", "--listen", &ep2, "--name", "TS2", "--script", s2.to_str().unwrap(), "--speed", "4"]),
+        w.spawn("dispatcher", &["dispatcher", "--id", "d1"]),
+        w.spawn("monitor", &["monitor", "--id", "m1", "--heartbeat", "1s"]),
+        w.spawn("projections", &["projections", "run"]),
+        w.spawn("serve", &["serve", "--listen", &http_addr]),
+    ];
+    let logs: Vec<_> = procs.iter().map(|p| p.log.clone()).collect();
+    let guard = scopeguard(logs);
+
+    // The monitor registers every configured DN at its simulator.
+    wait_for("all DNs registered", Duration::from_secs(60), || {
+        let r1 = registrations(&w, &ep1)?;
+        let r2 = registrations(&w, &ep2)?;
+        for (r, prefix) in [(&r1, "500"), (&r2, "600")] {
+            for i in 1..=5 {
+                if r[format!("{prefix}{i}")] != serde_json::json!(["m1"]) {
+                    return Err(format!("{r1} {r2}"));
+                }
+            }
+        }
+        Ok(())
+    });
+
+    // Both scenarios play to their end (66 s of scenario at speed 4) and the projection
+    // applies every event.
+    let out1 = wait_for("the outbound call to be in the history", Duration::from_secs(120), || {
+        let rows = calls_of(&w, "1", "5005")?;
+        match rows.first() {
+            Some(r) if r["outcome"] != "in_progress" => Ok(r.clone()),
+            _ => Err(format!("{rows:?}")),
+        }
+    });
+    wait_for("T-Server 2's ringing call", Duration::from_secs(60), || {
+        let dn = w.json(&["query", "dn", "2", "6004"])?;
+        if dn["call_state"] == "ringing" { Ok(()) } else { Err(dn.to_string()) }
+    });
+
+    // Call history: every call, exactly.
+    let call = |connid: &str| w.json(&["query", "call", "1", connid]).unwrap();
+    let in1 = call("ts1-in1");
+    let epoch = int(&in1, "started_ms") - 1000;
+    let expect = |c: &Value, epoch: i64, call_type: &str, parties: &[&str], outcome: &str, start: i64, ring: i64, talk: i64, hold: i64, total: i64| {
+        assert_eq!(c["call_type"], call_type, "{c}");
+        assert_eq!(c["parties"], serde_json::json!(parties), "{c}");
+        assert_eq!(c["outcome"], outcome, "{c}");
+        assert_eq!(int(c, "started_ms") - epoch, start, "{c}");
+        assert_eq!((int(c, "ring_ms"), int(c, "talk_ms"), int(c, "hold_ms"), int(c, "total_ms")), (ring, talk, hold, total), "{c}");
+    };
+    // in1: rang 1 s → 5 s, held 15 s → 27 s, released at 40 s: talk = 35 s − 12 s hold.
+    expect(&in1, epoch, "Inbound", &["5001", "+15550001"], "answered", 1000, 4000, 23000, 12000, 39000);
+    // ab1: rang 3 s → 11 s, abandoned.
+    expect(&call("ts1-ab1"), epoch, "Inbound", &["5002", "+15550002"], "abandoned", 3000, 8000, 0, 0, 8000);
+    // tr1: answered at 8 s by 5003, transferred at 20 s, 5004 answered at 23 s, released at 50 s.
+    expect(&call("ts1-tr1"), epoch, "Inbound", &["5003", "+15550003", "5004"], "transferred", 6000, 2000, 42000, 0, 44000);
+    // out1: dialled at 30 s, answered at 36 s, released at 66 s.
+    expect(&call("ts1-out1"), epoch, "Outbound", &["5005", "+15550004"], "answered", 30000, 6000, 30000, 0, 36000);
+    assert_eq!(out1["connid"], "ts1-out1");
+    // The internal call on T-Server 2 (whose scenario has its own start: ring1 rang at 14 s).
+    let epoch2 = int(&w.json(&["query", "dn", "2", "6004"]).unwrap(), "state_since_ms") - 14000;
+    expect(&w.json(&["query", "call", "2", "ts2-int1"]).unwrap(), epoch2, "Internal", &["6001", "6002"], "answered", 1000, 2000, 10000, 0, 12000);
+
+    // Per-DN history: the transfer split between its two DNs.
+    let leg = |dn: &str| calls_of(&w, "1", dn).unwrap();
+    let l3 = leg("5003");
+    let l4 = leg("5004");
+    assert_eq!((l3.len(), l4.len()), (1, 1));
+    assert_eq!((l3[0]["outcome"].as_str(), int(&l3[0], "ring_ms"), int(&l3[0], "talk_ms"), int(&l3[0], "total_ms")), (Some("transferred"), 2000, 12000, 14000));
+    assert_eq!((l4[0]["outcome"].as_str(), int(&l4[0], "ring_ms"), int(&l4[0], "talk_ms"), int(&l4[0], "total_ms")), (Some("answered"), 3000, 27000, 30000));
+    assert_eq!(l4[0]["other_dn"], "+15550003");
+
+    // Final DN states.
+    let dns = w.json(&["query", "dns", "1"]).unwrap();
+    let dns = dns.as_array().unwrap();
+    assert_eq!(dns.len(), 5);
+    for d in dns {
+        assert_eq!((d["configured"].as_bool(), d["registered_by"].as_str(), d["call_state"].as_str(), d["link"].as_str()), (Some(true), Some("m1"), Some("idle"), Some("up")), "{d}");
+    }
+    let a = w.json(&["query", "dn", "1", "5001"]).unwrap();
+    assert_eq!((a["agent_id"].as_str(), a["agent_state"].as_str(), a["dn_type"].as_str()), (Some("agent-a"), Some("after_call_work"), Some("acd-position")));
+    let b = w.json(&["query", "dn", "2", "6003"]).unwrap();
+    assert_eq!((b["agent_state"].as_str(), b["agent_reason"].as_str()), (Some("not_ready"), Some("training")));
+    let ringing = w.json(&["query", "dn", "2", "6004"]).unwrap();
+    assert_eq!((ringing["connid"].as_str(), ringing["other_dn"].as_str()), (Some("ts2-ring1"), Some("+15550009")));
+    assert_eq!(int(&ringing, "state_since_ms") - int(&w.json(&["query", "call", "2", "ts2-int1"]).unwrap(), "started_ms"), 13000);
+
+    // The HTTP twin answers the same.
+    let (status, body) = http_get(&http_addr, "/v1/tservers/1/dns/5001").unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap(), a);
+    let (status, body) = http_get(&http_addr, "/v1/tservers/1/dns").unwrap();
+    assert_eq!((status, serde_json::from_str::<Value>(&body).unwrap()), (200, w.json(&["query", "dns", "1"]).unwrap()));
+    let (status, body) = http_get(&http_addr, "/v1/tservers/1/dns/5003/calls?since=1h").unwrap();
+    assert_eq!((status, serde_json::from_str::<Value>(&body).unwrap()), (200, serde_json::json!(l3)));
+    assert_eq!(http_get(&http_addr, "/v1/tservers/1/dns/5003/calls?since=yesterday").unwrap().0, 400);
+    assert_eq!(http_get(&http_addr, "/v1/tservers/x/dns").unwrap().0, 400);
+    assert_eq!(http_get(&http_addr, "/healthz").unwrap(), (200, "ok\n".to_string()));
+
+    // The garbage record went to the dead-letter topic with its reason and position,
+    // once from each consumer of `calls` (both projections), and nothing else did.
+    let dead = w.records("deadletter");
+    let mut consumers: Vec<&str> = dead.iter().map(|d| d["headers"]["netwatch.consumer"].as_str().unwrap()).collect();
+    consumers.sort();
+    assert_eq!(consumers, [format!("{}projection.call-history.g1", w.prefix), format!("{}projection.dn-state.g1", w.prefix)], "{dead:?}");
+    for d in &dead {
+        let h = &d["headers"];
+        assert_eq!((h["netwatch.source.topic"].as_str(), h["netwatch.source.partition"].as_str(), h["netwatch.source.offset"].as_str()), (Some(format!("{}calls", w.prefix).as_str()), Some("1"), Some("0")));
+        assert!(h["netwatch.reason"].as_str().unwrap().starts_with("undecodable call event"), "{h}");
+        assert_eq!(d["value"]["bytes_hex"], "74686973206973206e6f74206176726f", "the original bytes are kept");
+    }
+
+    // Deleting a DN: the monitor unregisters it at the simulator; its state says so.
+    w.ok(&["config", "dn", "delete", "--tserver", "1", "--number", "5002"]);
+    wait_for("5002 to be unregistered", Duration::from_secs(30), || {
+        let r = registrations(&w, &ep1)?;
+        if r.get("5002").is_none() && r["5001"] == serde_json::json!(["m1"]) { Ok(()) } else { Err(r.to_string()) }
+    });
+    let gone = wait_for("5002 shown unconfigured", Duration::from_secs(30), || {
+        let d = w.json(&["query", "dn", "1", "5002"])?;
+        if d["configured"] == false && d["registered_by"].is_null() { Ok(d) } else { Err(d.to_string()) }
+    });
+    assert_eq!(gone["call_state"], "unknown");
+    drop(guard);
+}
+
+/// Produce raw bytes with librdkafka, bypassing the codec.
+fn produce_raw(w: &World, topic: &str, key: &str, bytes: &[u8]) {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let p: BaseProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", &w.brokers).create().unwrap();
+    p.send(BaseRecord::to(&format!("{}{topic}", w.prefix)).key(key).partition(1).payload(bytes)).map_err(|(e, _)| e).unwrap();
+    p.flush(Duration::from_secs(10)).unwrap();
+}
+
+/// Prints the processes' logs if the test panics.
+struct LogsOnPanic(Vec<std::path::PathBuf>);
+
+fn scopeguard(logs: Vec<std::path::PathBuf>) -> LogsOnPanic {
+    LogsOnPanic(logs)
+}
+
+impl Drop for LogsOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            dump_logs(&self.0.iter().map(|p| p.as_path()).collect::<Vec<_>>());
+        }
+    }
+}
+
+#[test]
+fn bad_config_input_exits_2_and_appends_nothing() {
+    let w = World::start();
+    w.ok(&["config", "tserver", "create", "--id", "1", "--name", "TS1", "--host", "127.0.0.1", "--port", "7001"]);
+    w.ok(&["config", "dn", "create", "--tserver", "1", "--dbid", "10", "--number", "5001"]);
+    let before = w.records("config").len();
+    let cases: [(&[&str], &str); 5] = [
+        (&["config", "dn", "create", "--tserver", "9", "--dbid", "11", "--number", "5002"], "T-Server 9 does not exist; nothing was appended"),
+        (&["config", "dn", "create", "--tserver", "1", "--dbid", "10", "--number", "5002"], "DBID 10 is already used by DN 5001 on T-Server 1; nothing was appended"),
+        (&["config", "dn", "delete", "--tserver", "1", "--number", "5999"], "T-Server 1 has no DN 5999; nothing was appended"),
+        (&["config", "tserver", "update", "--id", "4", "--port", "1"], "T-Server 4 does not exist; nothing was appended"),
+        (&["config", "tserver", "create", "--id", "1", "--name", "X", "--host", "h", "--port", "1"], "T-Server 1 already exists; nothing was appended"),
+    ];
+    for (args, reason) in cases {
+        let out = w.run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), format!("netwatch: {reason}"), "{args:?}");
+    }
+    // An import with one bad line appends none of its lines.
+    let file = w.file("bad.jsonl", "{\"op\":\"create_dn\",\"tserver\":1,\"dbid\":20,\"number\":\"5010\"}\n{\"op\":\"create_dn\",\"tserver\":1,\"dbid\":20,\"number\":\"5011\"}\n");
+    let out = w.run(&["config", "import", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("change 2: DBID 20 is already used by DN 5010"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = w.run(&["cat", "nosuchtopic"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(w.records("config").len(), before);
+}

@@ -1,0 +1,198 @@
+//! Harness for end-to-end tests: a real tansu broker process on a free port, the real
+//! `netwatch` binary, random topic prefixes, and polling with deadlines.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A free TCP port on the loopback interface.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Poll `check` until it returns `Some` or `within` passes; the last failure explains.
+pub fn wait_for<T>(what: &str, within: Duration, mut check: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        match check() {
+            Ok(v) => return v,
+            Err(last) if Instant::now() > deadline => panic!("timed out after {within:?} waiting for {what}; last: {last}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(250)),
+        }
+    }
+}
+
+fn tansu_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("TANSU_BIN") {
+        return p.into();
+    }
+    let home = std::env::var_os("CARGO_HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cargo"));
+    let p = home.join("bin/tansu");
+    assert!(p.exists(), "tansu is not installed at {}; run `make broker-install`", p.display());
+    p
+}
+
+/// A child process killed when dropped.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// Kill with SIGKILL and wait.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Is it still running?
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One test's world: a broker, a topic prefix, a store, a work folder.
+pub struct World {
+    pub dir: tempfile::TempDir,
+    pub brokers: String,
+    pub prefix: String,
+    pub store: String,
+    broker: Option<Proc>,
+}
+
+impl World {
+    /// Start a fresh broker and wait until it answers.
+    pub fn start() -> World {
+        let dir = tempfile::Builder::new().prefix("netwatch-e2e-").tempdir().unwrap();
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let log = dir.path().join("broker.log");
+        // tansu 0.6.0 joins even an absolute sqlite path onto its working directory
+        // (docs/broker-notes.md): run it in the data folder with a relative path.
+        let child = Command::new(tansu_binary())
+            .current_dir(dir.path())
+            .args(["broker", "--storage-engine", "sqlite://tansu.db"])
+            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
+            .stderr(Stdio::from(std::fs::File::create(dir.path().join("broker.err")).unwrap()))
+            .spawn()
+            .expect("start tansu");
+        let id: u32 = rand_suffix();
+        let world = World {
+            brokers: format!("127.0.0.1:{port}"),
+            prefix: format!("test-{id:08x}."),
+            store: format!("sqlite://{}/netwatch.db", dir.path().display()),
+            broker: Some(Proc { name: "broker".into(), child, log }),
+            dir,
+        };
+        let out = world.run(&["topics", "wait", "--timeout", "30s"]);
+        assert!(out.status.success(), "broker did not become ready: {}", String::from_utf8_lossy(&out.stderr));
+        let out = world.run(&["topics", "create"]);
+        assert!(out.status.success(), "topics create failed: {}", String::from_utf8_lossy(&out.stderr));
+        world
+    }
+
+    /// Path inside the work folder.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_netwatch"));
+        c.args(args)
+            .env("NETWATCH_BROKERS", &self.brokers)
+            .env("NETWATCH_TOPIC_PREFIX", &self.prefix)
+            .env("NETWATCH_STORE", &self.store)
+            .env_remove("NETWATCH_LOG");
+        c
+    }
+
+    /// Run a command to completion.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).stdin(Stdio::null()).output().expect("run netwatch")
+    }
+
+    /// Run a command that must succeed; its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "netwatch {args:?} failed ({:?}): {}", out.status.code(), String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Run a command whose stdout is JSON.
+    pub fn json(&self, args: &[&str]) -> Result<Value, String> {
+        let out = self.run(args);
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+    }
+
+    /// Every record of a topic, as `netwatch cat --from-beginning` prints them.
+    pub fn records(&self, topic: &str) -> Vec<Value> {
+        self.ok(&["cat", topic, "--from-beginning"]).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    /// Start a long-running netwatch process.
+    pub fn spawn(&self, name: &str, args: &[&str]) -> Proc {
+        let log = self.path(&format!("{name}.log"));
+        let child = self
+            .command(args)
+            .env("NETWATCH_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(std::fs::File::create(self.path(&format!("{name}.out"))).unwrap()))
+            .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+            .spawn()
+            .expect("spawn netwatch");
+        Proc { name: name.into(), child, log }
+    }
+
+    /// Write a file into the work folder.
+    pub fn file(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+fn rand_suffix() -> u32 {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    nanos ^ std::process::id().rotate_left(16)
+}
+
+/// GET a path from an HTTP server; (status, body).
+pub fn http_get(addr: &str, path: &str) -> Result<(u16, String), String> {
+    let mut s = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).map_err(|e| e.to_string())?;
+    let (head, body) = raw.split_once("\r\n\r\n").ok_or("no HTTP header")?;
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or("no status")?;
+    Ok((status, body.to_string()))
+}
+
+/// Print the logs of processes (call when a test fails to see why).
+pub fn dump_logs(paths: &[&Path]) {
+    for p in paths {
+        if let Ok(text) = std::fs::read_to_string(p) {
+            eprintln!("==== {} (last 40 lines)", p.display());
+            for line in text.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
