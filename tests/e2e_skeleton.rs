@@ -69,9 +69,22 @@ fn whole_pipeline_end_to_end() {
     w.ok(&["config", "tserver", "create", "--id", "1", "--name", "TS1", "--host", "127.0.0.1", "--port", &port1.to_string()]);
     w.ok(&["config", "tserver", "create", "--id", "2", "--name", "TS2", "--host", "127.0.0.1", "--port", &port2.to_string()]);
     for i in 1..=5 {
-        w.ok(&["config", "dn", "create", "--tserver", "1", "--dbid", &format!("{}", 100 + i), "--number", &format!("500{i}"), "--type", "acd-position"]);
+        w.ok(&[
+            "config",
+            "dn",
+            "create",
+            "--tserver",
+            "1",
+            "--dbid",
+            &format!("{}", 100 + i),
+            "--number",
+            &format!("500{i}"),
+            "--type",
+            "acd-position",
+        ]);
     }
-    let import: String = (1..=5).map(|i| format!("{{\"op\":\"create_dn\",\"tserver\":2,\"dbid\":{},\"number\":\"600{i}\"}}\n", 200 + i)).collect();
+    let import: String =
+        (1..=5).map(|i| format!("{{\"op\":\"create_dn\",\"tserver\":2,\"dbid\":{},\"number\":\"600{i}\"}}\n", 200 + i)).collect();
     w.ok(&["config", "import", w.file("ts2.jsonl", &import).to_str().unwrap()]);
     assert_eq!(w.records("config").len(), 12);
 
@@ -116,14 +129,27 @@ fn whole_pipeline_end_to_end() {
     });
     wait_for("T-Server 2's ringing call", Duration::from_secs(60), || {
         let dn = w.json(&["query", "dn", "2", "6004"])?;
-        if dn["call_state"] == "ringing" { Ok(()) } else { Err(dn.to_string()) }
+        if dn["call_state"] == "ringing" {
+            Ok(())
+        } else {
+            Err(dn.to_string())
+        }
     });
 
     // Call history: every call, exactly.
     let call = |connid: &str| w.json(&["query", "call", "1", connid]).unwrap();
     let in1 = call("ts1-in1");
     let epoch = int(&in1, "started_ms") - 1000;
-    let expect = |c: &Value, epoch: i64, call_type: &str, parties: &[&str], outcome: &str, start: i64, ring: i64, talk: i64, hold: i64, total: i64| {
+    let expect = |c: &Value,
+                  epoch: i64,
+                  call_type: &str,
+                  parties: &[&str],
+                  outcome: &str,
+                  start: i64,
+                  ring: i64,
+                  talk: i64,
+                  hold: i64,
+                  total: i64| {
         assert_eq!(c["call_type"], call_type, "{c}");
         assert_eq!(c["parties"], serde_json::json!(parties), "{c}");
         assert_eq!(c["outcome"], outcome, "{c}");
@@ -141,15 +167,32 @@ fn whole_pipeline_end_to_end() {
     assert_eq!(out1["connid"], "ts1-out1");
     // The internal call on T-Server 2 (whose scenario has its own start: ring1 rang at 14 s).
     let epoch2 = int(&w.json(&["query", "dn", "2", "6004"]).unwrap(), "state_since_ms") - 14000;
-    expect(&w.json(&["query", "call", "2", "ts2-int1"]).unwrap(), epoch2, "Internal", &["6001", "6002"], "answered", 1000, 2000, 10000, 0, 12000);
+    expect(
+        &w.json(&["query", "call", "2", "ts2-int1"]).unwrap(),
+        epoch2,
+        "Internal",
+        &["6001", "6002"],
+        "answered",
+        1000,
+        2000,
+        10000,
+        0,
+        12000,
+    );
 
     // Per-DN history: the transfer split between its two DNs.
     let leg = |dn: &str| calls_of(&w, "1", dn).unwrap();
     let l3 = leg("5003");
     let l4 = leg("5004");
     assert_eq!((l3.len(), l4.len()), (1, 1));
-    assert_eq!((l3[0]["outcome"].as_str(), int(&l3[0], "ring_ms"), int(&l3[0], "talk_ms"), int(&l3[0], "total_ms")), (Some("transferred"), 2000, 12000, 14000));
-    assert_eq!((l4[0]["outcome"].as_str(), int(&l4[0], "ring_ms"), int(&l4[0], "talk_ms"), int(&l4[0], "total_ms")), (Some("answered"), 3000, 27000, 30000));
+    assert_eq!(
+        (l3[0]["outcome"].as_str(), int(&l3[0], "ring_ms"), int(&l3[0], "talk_ms"), int(&l3[0], "total_ms")),
+        (Some("transferred"), 2000, 12000, 14000)
+    );
+    assert_eq!(
+        (l4[0]["outcome"].as_str(), int(&l4[0], "ring_ms"), int(&l4[0], "talk_ms"), int(&l4[0], "total_ms")),
+        (Some("answered"), 3000, 27000, 30000)
+    );
     assert_eq!(l4[0]["other_dn"], "+15550003");
 
     // Final DN states.
@@ -157,10 +200,17 @@ fn whole_pipeline_end_to_end() {
     let dns = dns.as_array().unwrap();
     assert_eq!(dns.len(), 5);
     for d in dns {
-        assert_eq!((d["configured"].as_bool(), d["registered_by"].as_str(), d["call_state"].as_str(), d["link"].as_str()), (Some(true), Some("m1"), Some("idle"), Some("up")), "{d}");
+        assert_eq!(
+            (d["configured"].as_bool(), d["registered_by"].as_str(), d["call_state"].as_str(), d["link"].as_str()),
+            (Some(true), Some("m1"), Some("idle"), Some("up")),
+            "{d}"
+        );
     }
     let a = w.json(&["query", "dn", "1", "5001"]).unwrap();
-    assert_eq!((a["agent_id"].as_str(), a["agent_state"].as_str(), a["dn_type"].as_str()), (Some("agent-a"), Some("after_call_work"), Some("acd-position")));
+    assert_eq!(
+        (a["agent_id"].as_str(), a["agent_state"].as_str(), a["dn_type"].as_str()),
+        (Some("agent-a"), Some("after_call_work"), Some("acd-position"))
+    );
     let b = w.json(&["query", "dn", "2", "6003"]).unwrap();
     assert_eq!((b["agent_state"].as_str(), b["agent_reason"].as_str()), (Some("not_ready"), Some("training")));
     let ringing = w.json(&["query", "dn", "2", "6004"]).unwrap();
@@ -187,7 +237,10 @@ fn whole_pipeline_end_to_end() {
     assert_eq!(consumers, [format!("{}projection.call-history.g1", w.prefix), format!("{}projection.dn-state.g1", w.prefix)], "{dead:?}");
     for d in &dead {
         let h = &d["headers"];
-        assert_eq!((h["netwatch.source.topic"].as_str(), h["netwatch.source.partition"].as_str(), h["netwatch.source.offset"].as_str()), (Some(format!("{}calls", w.prefix).as_str()), Some("1"), Some("0")));
+        assert_eq!(
+            (h["netwatch.source.topic"].as_str(), h["netwatch.source.partition"].as_str(), h["netwatch.source.offset"].as_str()),
+            (Some(format!("{}calls", w.prefix).as_str()), Some("1"), Some("0"))
+        );
         assert!(h["netwatch.reason"].as_str().unwrap().starts_with("undecodable call event"), "{h}");
         assert_eq!(d["value"]["bytes_hex"], "74686973206973206e6f74206176726f", "the original bytes are kept");
     }
@@ -196,11 +249,19 @@ fn whole_pipeline_end_to_end() {
     w.ok(&["config", "dn", "delete", "--tserver", "1", "--number", "5002"]);
     wait_for("5002 to be unregistered", Duration::from_secs(30), || {
         let r = registrations(&w, &ep1)?;
-        if r.get("5002").is_none() && r["5001"] == serde_json::json!(["m1"]) { Ok(()) } else { Err(r.to_string()) }
+        if r.get("5002").is_none() && r["5001"] == serde_json::json!(["m1"]) {
+            Ok(())
+        } else {
+            Err(r.to_string())
+        }
     });
     let gone = wait_for("5002 shown unconfigured", Duration::from_secs(30), || {
         let d = w.json(&["query", "dn", "1", "5002"])?;
-        if d["configured"] == false && d["registered_by"].is_null() { Ok(d) } else { Err(d.to_string()) }
+        if d["configured"] == false && d["registered_by"].is_null() {
+            Ok(d)
+        } else {
+            Err(d.to_string())
+        }
     });
     assert_eq!(gone["call_state"], "unknown");
     drop(guard);
@@ -236,11 +297,20 @@ fn bad_config_input_exits_2_and_appends_nothing() {
     w.ok(&["config", "dn", "create", "--tserver", "1", "--dbid", "10", "--number", "5001"]);
     let before = w.records("config").len();
     let cases: [(&[&str], &str); 5] = [
-        (&["config", "dn", "create", "--tserver", "9", "--dbid", "11", "--number", "5002"], "T-Server 9 does not exist; nothing was appended"),
-        (&["config", "dn", "create", "--tserver", "1", "--dbid", "10", "--number", "5002"], "DBID 10 is already used by DN 5001 on T-Server 1; nothing was appended"),
+        (
+            &["config", "dn", "create", "--tserver", "9", "--dbid", "11", "--number", "5002"],
+            "T-Server 9 does not exist; nothing was appended",
+        ),
+        (
+            &["config", "dn", "create", "--tserver", "1", "--dbid", "10", "--number", "5002"],
+            "DBID 10 is already used by DN 5001 on T-Server 1; nothing was appended",
+        ),
         (&["config", "dn", "delete", "--tserver", "1", "--number", "5999"], "T-Server 1 has no DN 5999; nothing was appended"),
         (&["config", "tserver", "update", "--id", "4", "--port", "1"], "T-Server 4 does not exist; nothing was appended"),
-        (&["config", "tserver", "create", "--id", "1", "--name", "X", "--host", "h", "--port", "1"], "T-Server 1 already exists; nothing was appended"),
+        (
+            &["config", "tserver", "create", "--id", "1", "--name", "X", "--host", "h", "--port", "1"],
+            "T-Server 1 already exists; nothing was appended",
+        ),
     ];
     for (args, reason) in cases {
         let out = w.run(args);
@@ -251,7 +321,11 @@ fn bad_config_input_exits_2_and_appends_nothing() {
     let file = w.file("bad.jsonl", "{\"op\":\"create_dn\",\"tserver\":1,\"dbid\":20,\"number\":\"5010\"}\n{\"op\":\"create_dn\",\"tserver\":1,\"dbid\":20,\"number\":\"5011\"}\n");
     let out = w.run(&["config", "import", file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("change 2: DBID 20 is already used by DN 5010"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("change 2: DBID 20 is already used by DN 5010"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = w.run(&["cat", "nosuchtopic"]);
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(w.records("config").len(), before);

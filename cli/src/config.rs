@@ -135,7 +135,8 @@ pub async fn run(ctx: &Ctx, cmd: ConfigCmd) -> Result<(), CliError> {
                 if line.is_empty() || line.starts_with('#') {
                     continue;
                 }
-                let parsed: ImportLine = serde_json::from_str(line).map_err(|e| input(format!("{} line {}: {e}; nothing was appended", file.display(), i + 1)))?;
+                let parsed: ImportLine = serde_json::from_str(line)
+                    .map_err(|e| input(format!("{} line {}: {e}; nothing was appended", file.display(), i + 1)))?;
                 lines.push(parsed);
             }
             Some(lines)
@@ -145,7 +146,9 @@ pub async fn run(ctx: &Ctx, cmd: ConfigCmd) -> Result<(), CliError> {
     let log = ctx.log()?;
     let mut state = current_state(&log).await?;
     let (changes, source) = match cmd {
-        ConfigCmd::Tserver(TServerCmd::Create(a)) => (vec![ConfigChange::TServerCreated(TServer { id: a.id, name: a.name, host: a.host, port: a.port })], source()),
+        ConfigCmd::Tserver(TServerCmd::Create(a)) => {
+            (vec![ConfigChange::TServerCreated(TServer { id: a.id, name: a.name, host: a.host, port: a.port })], source())
+        }
         ConfigCmd::Tserver(TServerCmd::Update(a)) => {
             let mut t = state.tserver(a.id).map_err(|e| input(e.to_string()))?.clone();
             t.name = a.name.unwrap_or(t.name);
@@ -154,7 +157,9 @@ pub async fn run(ctx: &Ctx, cmd: ConfigCmd) -> Result<(), CliError> {
             (vec![ConfigChange::TServerUpdated(t)], source())
         }
         ConfigCmd::Tserver(TServerCmd::Delete { id }) => (vec![ConfigChange::TServerDeleted(TServerRef { id })], source()),
-        ConfigCmd::Dn(DnCmd::Create { tserver, dbid, number, dn_type }) => (vec![ConfigChange::DnCreated(Dn { dbid, tserver, number, dn_type })], source()),
+        ConfigCmd::Dn(DnCmd::Create { tserver, dbid, number, dn_type }) => {
+            (vec![ConfigChange::DnCreated(Dn { dbid, tserver, number, dn_type })], source())
+        }
         ConfigCmd::Dn(DnCmd::Update { tserver, number, dn_type }) => {
             let mut d = state.dn(tserver, &number).map_err(|e| input(e.to_string()))?.clone();
             d.dn_type = dn_type;

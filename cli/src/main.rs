@@ -98,10 +98,21 @@ impl Ctx {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let long_running = matches!(cli.command, Command::Dispatcher(_) | Command::Monitor(_) | Command::Projections(_) | Command::Serve(_) | Command::Up(_) | Command::Sim(sim::SimCmd::Tserver(_)));
+    let long_running = matches!(
+        cli.command,
+        Command::Dispatcher(_)
+            | Command::Monitor(_)
+            | Command::Projections(_)
+            | Command::Serve(_)
+            | Command::Up(_)
+            | Command::Sim(sim::SimCmd::Tserver(_))
+    );
     let default_level = if long_running { "info" } else { "warn" };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("NETWATCH_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("NETWATCH_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+        )
         .with_writer(std::io::stderr)
         .init();
     let ctx = Ctx {

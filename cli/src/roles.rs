@@ -156,7 +156,9 @@ pub async fn projections(ctx: &Ctx, cmd: ProjectionsCmd) -> Result<(), CliError>
     let mut tasks = JoinSet::new();
     for p in which {
         let (log, store, shutdown) = (log.clone(), store.clone(), shutdown.clone());
-        tasks.spawn(async move { netwatch_projections::run(log, store, p, Arc::new(Metrics::default()), shutdown).await.map_err(anyhow::Error::from) });
+        tasks.spawn(async move {
+            netwatch_projections::run(log, store, p, Arc::new(Metrics::default()), shutdown).await.map_err(anyhow::Error::from)
+        });
     }
     join_all(tasks).await
 }

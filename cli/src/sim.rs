@@ -54,7 +54,10 @@ pub fn parse_dns(spec: &str) -> Result<Vec<String>, String> {
     for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         match part.split_once('-') {
             Some((a, b)) => {
-                let (a, b): (u64, u64) = (a.parse().map_err(|_| format!("{part:?} is not a DN range"))?, b.parse().map_err(|_| format!("{part:?} is not a DN range"))?);
+                let (a, b): (u64, u64) = (
+                    a.parse().map_err(|_| format!("{part:?} is not a DN range"))?,
+                    b.parse().map_err(|_| format!("{part:?} is not a DN range"))?,
+                );
                 if a > b || b - a > 100_000 {
                     return Err(format!("{part:?} is not a DN range"));
                 }
@@ -76,12 +79,16 @@ impl SimArgs {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| input(format!("cannot read {}: {e}", path.display())))?;
                 let steps = parse_scenario(&text).map_err(|e| input(format!("{}: {e}", path.display())))?;
-                if !(self.speed > 0.0) {
+                if !self.speed.is_finite() || self.speed <= 0.0 {
                     return Err(input(format!("speed must be positive, got {}", self.speed)));
                 }
                 SimMode::Script { steps, speed: self.speed }
             }
-            None => SimMode::Random(TrafficConfig { seed: self.seed, dns: parse_dns(&self.dns).map_err(input)?, calls_per_minute: self.calls_per_minute }),
+            None => SimMode::Random(TrafficConfig {
+                seed: self.seed,
+                dns: parse_dns(&self.dns).map_err(input)?,
+                calls_per_minute: self.calls_per_minute,
+            }),
         };
         Ok(SimConfig { name: self.name.clone(), mode, connid_base: self.connid_base })
     }

@@ -14,10 +14,8 @@ use crate::{KafkaConfig, LogError, Topic, Topics};
 pub async fn create_topics(kafka: &KafkaConfig, topics: &Topics) -> Result<Vec<String>, LogError> {
     let admin: AdminClient<DefaultClientContext> = kafka.client().create()?;
     let names: Vec<(Topic, String)> = Topic::ALL.iter().map(|t| (*t, topics.name(*t))).collect();
-    let new: Vec<NewTopic<'_>> = names
-        .iter()
-        .map(|(t, name)| NewTopic::new(name, topics.partitions(*t), TopicReplication::Fixed(1)))
-        .collect();
+    let new: Vec<NewTopic<'_>> =
+        names.iter().map(|(t, name)| NewTopic::new(name, topics.partitions(*t), TopicReplication::Fixed(1))).collect();
     let results = admin.create_topics(&new, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)))).await?;
     let mut created = Vec::new();
     for result in results {

@@ -20,6 +20,9 @@ use tracing::{debug, error, warn};
 
 use crate::{KafkaConfig, LogError, Record};
 
+/// Reads a stored position: (topic, partition) → next offset to read, if any.
+pub type PositionFn = Arc<dyn Fn(&str, i32) -> Result<Option<i64>, String> + Send + Sync>;
+
 /// Where an assigned partition starts.
 #[derive(Clone)]
 pub enum StartAt {
@@ -27,7 +30,7 @@ pub enum StartAt {
     Beginning,
     /// From a stored position (next offset to read); the beginning when none is stored.
     /// An error leaves the partition unassigned and is reported as [`ConsumerEvent::Fatal`].
-    Stored(Arc<dyn Fn(&str, i32) -> Result<Option<i64>, String> + Send + Sync>),
+    Stored(PositionFn),
 }
 
 /// What a group consumer reports, in order.
@@ -104,7 +107,9 @@ impl ConsumerContext for Context {
                             Ok(stored) => stored.map(Offset::Offset).unwrap_or(Offset::Beginning),
                             Err(e) => {
                                 error!(%topic, partition, error = %e, "Cannot read the stored position; not consuming.");
-                                let _ = self.tx.blocking_send(ConsumerEvent::Fatal(format!("cannot read the stored position of {topic}/{partition}: {e}")));
+                                let _ = self.tx.blocking_send(ConsumerEvent::Fatal(format!(
+                                    "cannot read the stored position of {topic}/{partition}: {e}"
+                                )));
                                 return;
                             }
                         },
@@ -122,7 +127,9 @@ impl ConsumerContext for Context {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 debug!(?partitions, "Partitions revoked.");
                 let (ack, acked) = std_mpsc::sync_channel(1);
-                if self.tx.blocking_send(ConsumerEvent::Revoked { partitions, ack }).is_ok() && acked.recv_timeout(self.revoke_timeout).is_err() {
+                if self.tx.blocking_send(ConsumerEvent::Revoked { partitions, ack }).is_ok()
+                    && acked.recv_timeout(self.revoke_timeout).is_err()
+                {
                     warn!("The owner did not release revoked partitions in time.");
                 }
                 if let Err(e) = consumer.unassign() {

@@ -51,8 +51,6 @@ impl Log {
     pub async fn read_all(&self, topic: Topic, only: Option<Vec<i32>>) -> Result<Vec<Record>, LogError> {
         let kafka = self.kafka.clone();
         let name = self.topic(topic);
-        tokio::task::spawn_blocking(move || read_to_end(&kafka, &name, only.as_deref()))
-            .await
-            .map_err(|e| LogError::Task(e.to_string()))?
+        tokio::task::spawn_blocking(move || read_to_end(&kafka, &name, only.as_deref())).await.map_err(|e| LogError::Task(e.to_string()))?
     }
 }

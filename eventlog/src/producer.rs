@@ -18,11 +18,7 @@ impl Producer {
     /// Build a producer for these brokers.
     pub fn new(kafka: &KafkaConfig) -> Result<Self, LogError> {
         let mut config = kafka.client();
-        config
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "5")
-            .set("message.timeout.ms", "30000");
+        config.set("enable.idempotence", "true").set("acks", "all").set("linger.ms", "5").set("message.timeout.ms", "30000");
         for (k, v) in &kafka.extra {
             config.set(k, v);
         }

@@ -102,7 +102,13 @@ pub fn read_to_end(kafka: &KafkaConfig, topic: &str, only: Option<&[i32]>) -> Re
 
 /// Call `each` for the records of `topic`: from the beginning or only new ones, up to
 /// the current end or, with `follow`, until `each` returns false. Blocking.
-pub fn scan(kafka: &KafkaConfig, topic: &str, from_beginning: bool, follow: bool, mut each: impl FnMut(Record) -> bool) -> Result<(), LogError> {
+pub fn scan(
+    kafka: &KafkaConfig,
+    topic: &str,
+    from_beginning: bool,
+    follow: bool,
+    mut each: impl FnMut(Record) -> bool,
+) -> Result<(), LogError> {
     if from_beginning && !follow {
         for r in read_to_end(kafka, topic, None)? {
             if !each(r) {
@@ -128,13 +134,9 @@ pub fn scan(kafka: &KafkaConfig, topic: &str, from_beginning: bool, follow: bool
     consumer.assign(&tpl)?;
     loop {
         match consumer.poll(Duration::from_millis(500)) {
-            Some(Ok(m)) => {
-                if !each(Record::from_message(&m)) {
-                    return Ok(());
-                }
-            }
+            Some(Ok(m)) if !each(Record::from_message(&m)) => return Ok(()),
             Some(Err(e)) => return Err(e.into()),
-            None => {}
+            Some(Ok(_)) | None => {}
         }
     }
 }

@@ -89,7 +89,12 @@ impl ConfigState {
                 self.tserver(d.tserver)?;
                 let current = self.dn(d.tserver, &d.number)?;
                 if current.dbid != d.dbid {
-                    return Err(Rejected::DbidMismatch { tserver: d.tserver, number: d.number.clone(), actual: current.dbid, given: d.dbid });
+                    return Err(Rejected::DbidMismatch {
+                        tserver: d.tserver,
+                        number: d.number.clone(),
+                        actual: current.dbid,
+                        given: d.dbid,
+                    });
                 }
             }
             ConfigChange::DnDeleted(DnRef { dbid, tserver, number }) => {
@@ -116,9 +121,7 @@ impl ConfigState {
 
     /// A DN by T-Server and number.
     pub fn dn(&self, tserver: i32, number: &str) -> Result<&Dn, Rejected> {
-        self.dns
-            .get(&(tserver, number.to_string()))
-            .ok_or_else(|| Rejected::UnknownDn { tserver, number: number.to_string() })
+        self.dns.get(&(tserver, number.to_string())).ok_or_else(|| Rejected::UnknownDn { tserver, number: number.to_string() })
     }
 
     /// The DNs of a T-Server, by number.
@@ -151,12 +154,37 @@ fn check_dn(number: &str) -> Result<(), Rejected> {
 #[derive(Debug, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ImportLine {
-    CreateTserver { id: i32, name: String, host: String, port: i32 },
-    UpdateTserver { id: i32, name: Option<String>, host: Option<String>, port: Option<i32> },
-    DeleteTserver { id: i32 },
-    CreateDn { tserver: i32, dbid: i32, number: String, #[serde(default = "default_dn_type")] dn_type: String },
-    UpdateDn { tserver: i32, number: String, dn_type: String },
-    DeleteDn { tserver: i32, number: String },
+    CreateTserver {
+        id: i32,
+        name: String,
+        host: String,
+        port: i32,
+    },
+    UpdateTserver {
+        id: i32,
+        name: Option<String>,
+        host: Option<String>,
+        port: Option<i32>,
+    },
+    DeleteTserver {
+        id: i32,
+    },
+    CreateDn {
+        tserver: i32,
+        dbid: i32,
+        number: String,
+        #[serde(default = "default_dn_type")]
+        dn_type: String,
+    },
+    UpdateDn {
+        tserver: i32,
+        number: String,
+        dn_type: String,
+    },
+    DeleteDn {
+        tserver: i32,
+        number: String,
+    },
 }
 
 fn default_dn_type() -> String {

@@ -67,14 +67,38 @@ pub struct Status {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum Message {
-    EventServerInfo { ref_id: u64, server: String, time_ms: i64 },
-    EventRegistered { ref_id: u64, dn: String, time_ms: i64 },
-    EventUnregistered { ref_id: u64, dn: String, time_ms: i64 },
-    EventError { ref_id: Option<u64>, code: u32, text: String },
-    EventStatus { ref_id: u64, status: Status },
+    EventServerInfo {
+        ref_id: u64,
+        server: String,
+        time_ms: i64,
+    },
+    EventRegistered {
+        ref_id: u64,
+        dn: String,
+        time_ms: i64,
+    },
+    EventUnregistered {
+        ref_id: u64,
+        dn: String,
+        time_ms: i64,
+    },
+    EventError {
+        ref_id: Option<u64>,
+        code: u32,
+        text: String,
+    },
+    EventStatus {
+        ref_id: u64,
+        status: Status,
+    },
     /// The T-Server's link to its switch.
-    EventLinkConnected { time_ms: i64 },
-    EventLinkDisconnected { time_ms: i64, reason: String },
+    EventLinkConnected {
+        time_ms: i64,
+    },
+    EventLinkDisconnected {
+        time_ms: i64,
+        reason: String,
+    },
     /// A telephony or agent event on a registered DN.
     Event(Box<TEvent>),
 }

@@ -6,7 +6,7 @@
 //! ring = answer − start (or end − start if never answered); hold = sum of hold periods;
 //! talk = end − answer − hold; total = end − start.
 
-use netwatch_schemas::calls::{Telephony, TEventKind};
+use netwatch_schemas::calls::{TEventKind, Telephony};
 
 use crate::rows::{CallLeg, CallRecord};
 
@@ -156,10 +156,10 @@ mod tests {
         assert_eq!(c.outcome, "transferred");
         assert_eq!((c.ring_ms, c.talk_ms, c.total_ms), (2_000, 43_000, 45_000));
         let rows = c.dn_calls();
-        assert_eq!(rows.iter().map(|r| (r.dn.as_str(), r.outcome.as_str(), r.talk_ms)).collect::<Vec<_>>(), [
-            ("5001", "transferred", 10_000),
-            ("5002", "answered", 30_000)
-        ]);
+        assert_eq!(
+            rows.iter().map(|r| (r.dn.as_str(), r.outcome.as_str(), r.talk_ms)).collect::<Vec<_>>(),
+            [("5001", "transferred", 10_000), ("5002", "answered", 30_000)]
+        );
     }
 
     #[test]
@@ -175,7 +175,11 @@ mod tests {
     fn the_call_stays_open_while_any_leg_is_open() {
         use TEventKind::*;
         let it = CallType::Internal;
-        let c = play(&[(0, t(Dialing, "5001", "5002", it, None)), (0, t(Ringing, "5002", "5001", it, None)), (3_000, t(Released, "5001", "5002", it, None))]);
+        let c = play(&[
+            (0, t(Dialing, "5001", "5002", it, None)),
+            (0, t(Ringing, "5002", "5001", it, None)),
+            (3_000, t(Released, "5001", "5002", it, None)),
+        ]);
         assert_eq!((c.ended_ms, c.outcome.as_str()), (None, "in_progress"));
     }
 }

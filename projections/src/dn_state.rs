@@ -161,7 +161,12 @@ mod tests {
     fn a_call_moves_the_dn_through_its_states() {
         let mut row = apply_call(DnState::new(1, "5001"), &ev("m1", 1, CallBody::DnRegistered(DnAddress { dn: "5001".into() })));
         assert_eq!((row.call_state.as_str(), row.registered_by.as_deref(), row.link.as_str()), ("idle", Some("m1"), "up"));
-        for (kind, state) in [(TEventKind::Ringing, "ringing"), (TEventKind::Established, "talking"), (TEventKind::Held, "held"), (TEventKind::Retrieved, "talking")] {
+        for (kind, state) in [
+            (TEventKind::Ringing, "ringing"),
+            (TEventKind::Established, "talking"),
+            (TEventKind::Held, "held"),
+            (TEventKind::Retrieved, "talking"),
+        ] {
             row = apply_call(row, &ev("m1", 2, tel(kind, "c1")));
             assert_eq!(row.call_state, state);
             assert_eq!(row.connid.as_deref(), Some("c1"));

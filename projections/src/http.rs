@@ -92,13 +92,18 @@ pub fn since_ms(since: Option<&str>, now_ms: i64) -> Result<i64, String> {
     match since {
         None => Ok(0),
         Some(text) => {
-            let d: Duration = humantime::parse_duration(text).map_err(|e| format!("since {text:?} is not a duration like 15m or 2h: {e}"))?;
+            let d: Duration =
+                humantime::parse_duration(text).map_err(|e| format!("since {text:?} is not a duration like 15m or 2h: {e}"))?;
             Ok(now_ms - d.as_millis() as i64)
         }
     }
 }
 
-async fn dn_calls(State(s): State<ApiState>, Path((tserver, dn)): Path<(i32, String)>, Query(q): Query<CallsQuery>) -> Result<Response, ApiError> {
+async fn dn_calls(
+    State(s): State<ApiState>,
+    Path((tserver, dn)): Path<(i32, String)>,
+    Query(q): Query<CallsQuery>,
+) -> Result<Response, ApiError> {
     let since = since_ms(q.since.as_deref(), netwatch_schemas::now_ms()).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {

@@ -16,10 +16,10 @@ use netwatch_schemas::decode;
 use tokio::sync::watch;
 use tracing::{error, info};
 
+use crate::call_history;
 use crate::dn_state::{self, Target};
 use crate::rows::DnState;
 use crate::store::{Batch, Store, StoreError};
-use crate::call_history;
 
 /// The projections there are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,7 +52,10 @@ impl Projection {
 impl std::str::FromStr for Projection {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Projection::ALL.into_iter().find(|p| p.name() == s).ok_or_else(|| format!("unknown projection {s:?} (expected dn-state or call-history)"))
+        Projection::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| format!("unknown projection {s:?} (expected dn-state or call-history)"))
     }
 }
 
@@ -80,16 +83,27 @@ pub const GENERATION: &str = "g1";
 const MAX_BATCH: usize = 500;
 
 /// Run one projection until `shutdown` turns true.
-pub async fn run<S: Store>(log: Log, store: S, projection: Projection, metrics: Arc<Metrics>, mut shutdown: watch::Receiver<bool>) -> Result<(), ProjectionError> {
+pub async fn run<S: Store>(
+    log: Log,
+    store: S,
+    projection: Projection,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), ProjectionError> {
     let key = format!("{}.{GENERATION}", projection.name());
     let group = format!("{}projection.{key}", log.topics.prefix);
     let handle = tokio::runtime::Handle::current();
     let positions = {
         let (store, key) = (store.clone(), key.clone());
-        StartAt::Stored(Arc::new(move |topic: &str, partition| handle.block_on(store.position(&key, topic, partition)).map_err(|e| e.to_string())))
+        StartAt::Stored(Arc::new(move |topic: &str, partition| {
+            handle.block_on(store.position(&key, topic, partition)).map_err(|e| e.to_string())
+        }))
     };
     let topics = projection.topics().iter().map(|t| log.topic(*t)).collect();
-    let mut consumer = spawn_group_consumer(&log.kafka, GroupOptions { group: group.clone(), topics, start: positions, revoke_timeout: Duration::from_secs(30) })?;
+    let mut consumer = spawn_group_consumer(
+        &log.kafka,
+        GroupOptions { group: group.clone(), topics, start: positions, revoke_timeout: Duration::from_secs(30) },
+    )?;
     let mut applier = Applier { projection, key, store, dead: log.dead_letter(&group), config_topic: log.topic(Topic::Config), metrics };
     info!(projection = projection.name(), %group, "Projection started.");
     let result = loop {

@@ -83,9 +83,7 @@ pub fn decode<T: Event>(bytes: &[u8]) -> Result<T, CodecError> {
     }
     let mut fingerprint = [0u8; 8];
     fingerprint.copy_from_slice(&bytes[2..10]);
-    let writer = registry()
-        .by_fingerprint(&fingerprint)
-        .ok_or_else(|| CodecError::UnknownFingerprint(hex(&fingerprint)))?;
+    let writer = registry().by_fingerprint(&fingerprint).ok_or_else(|| CodecError::UnknownFingerprint(hex(&fingerprint)))?;
     if writer.kind != T::KIND {
         return Err(CodecError::WrongTopic { found: writer.kind.name(), expected: T::KIND.name() });
     }
@@ -163,9 +161,7 @@ fn union_schema<'a>(schema: &'a Schema, field: &str) -> Result<&'a [Schema], Cod
 }
 
 fn union_variant<'a>(schema: &'a Schema, field: &str, index: usize) -> Result<&'a Schema, CodecError> {
-    union_schema(schema, field)?
-        .get(index)
-        .ok_or_else(|| CodecError::Shape(format!("union {field} has no member {index}")))
+    union_schema(schema, field)?.get(index).ok_or_else(|| CodecError::Shape(format!("union {field} has no member {index}")))
 }
 
 fn union_index(schema: &Schema, field: &str, name: &str) -> Result<usize, CodecError> {
@@ -188,13 +184,7 @@ fn conform(value: Value, target: &Schema) -> Value {
     match (value, target) {
         (Value::Record(fields), Schema::Record(record)) => {
             let mut by_name: HashMap<String, Value> = fields.into_iter().collect();
-            Value::Record(
-                record
-                    .fields
-                    .iter()
-                    .filter_map(|f| by_name.remove(&f.name).map(|v| (f.name.clone(), v)))
-                    .collect(),
-            )
+            Value::Record(record.fields.iter().filter_map(|f| by_name.remove(&f.name).map(|v| (f.name.clone(), v))).collect())
         }
         (value, _) => value,
     }

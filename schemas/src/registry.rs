@@ -57,8 +57,7 @@ impl Registry {
         for (kind, version, text) in SOURCES {
             // The schema files are compiled in and covered by tests: a parse failure is a
             // build defect, not an input error.
-            let schema = Schema::parse_str(text)
-                .unwrap_or_else(|e| panic!("schema {}.v{version} is invalid: {e}", kind.name()));
+            let schema = Schema::parse_str(text).unwrap_or_else(|e| panic!("schema {}.v{version} is invalid: {e}", kind.name()));
             let mut fingerprint = [0u8; 8];
             fingerprint.copy_from_slice(&schema.fingerprint::<Rabin>().bytes);
             by_fingerprint.insert(fingerprint, versions.len());
@@ -74,11 +73,7 @@ impl Registry {
 
     /// The newest version of a topic's schema: the one writers use.
     pub fn current(&self, kind: SchemaKind) -> &SchemaVersion {
-        self.versions
-            .iter()
-            .filter(|v| v.kind == kind)
-            .max_by_key(|v| v.version)
-            .expect("every kind has a schema")
+        self.versions.iter().filter(|v| v.kind == kind).max_by_key(|v| v.version).expect("every kind has a schema")
     }
 
     /// A specific version of a topic's schema.

@@ -75,24 +75,35 @@ fn call_event() -> impl Strategy<Value = CallEvent> {
                 previous_connid
             })
         ),
-        (agent_kinds, text(), text(), proptest::option::of(text()))
-            .prop_map(|(kind, dn, agent_id, reason)| CallBody::Agent(Agent { kind, dn, agent_id, reason })),
+        (agent_kinds, text(), text(), proptest::option::of(text())).prop_map(|(kind, dn, agent_id, reason)| CallBody::Agent(Agent {
+            kind,
+            dn,
+            agent_id,
+            reason
+        })),
     ];
-    (text(), any::<i32>(), text(), text(), any::<i64>(), body).prop_map(|(event_id, tserver, monitor, session, server_time_ms, body)| CallEvent {
-        event_id,
-        tserver,
-        monitor,
-        session,
-        server_time_ms,
-        body,
+    (text(), any::<i32>(), text(), text(), any::<i64>(), body).prop_map(|(event_id, tserver, monitor, session, server_time_ms, body)| {
+        CallEvent { event_id, tserver, monitor, session, server_time_ms, body }
     })
 }
 
 fn monitor_event() -> impl Strategy<Value = MonitorEvent> {
     let body = prop_oneof![
         (text(), any::<i32>()).prop_map(|(host, pid)| MonitorBody::Started(Started { host, pid })),
-        (prop::collection::vec(any::<i32>(), 0..8), any::<i32>(), any::<i32>(), proptest::option::of(any::<i32>()), proptest::option::of(any::<i64>()))
-            .prop_map(|(slots, tservers, dns, sessions, rss_bytes)| MonitorBody::Heartbeat(Heartbeat { slots, tservers, dns, sessions, rss_bytes })),
+        (
+            prop::collection::vec(any::<i32>(), 0..8),
+            any::<i32>(),
+            any::<i32>(),
+            proptest::option::of(any::<i32>()),
+            proptest::option::of(any::<i64>())
+        )
+            .prop_map(|(slots, tservers, dns, sessions, rss_bytes)| MonitorBody::Heartbeat(Heartbeat {
+                slots,
+                tservers,
+                dns,
+                sessions,
+                rss_bytes
+            })),
         text().prop_map(|reason| MonitorBody::Stopping(Stopping { reason })),
     ];
     (text(), any::<i64>(), body).prop_map(|(monitor_id, at_ms, body)| MonitorEvent { monitor_id, at_ms, body })
@@ -105,7 +116,12 @@ fn assignment() -> impl Strategy<Value = Assignment> {
         dn().prop_map(Command::RegisterDn),
         dn_ref().prop_map(Command::UnregisterDn),
     ];
-    (text(), any::<i64>(), text(), command).prop_map(|(command_id, at_ms, dispatcher, command)| Assignment { command_id, at_ms, dispatcher, command })
+    (text(), any::<i64>(), text(), command).prop_map(|(command_id, at_ms, dispatcher, command)| Assignment {
+        command_id,
+        at_ms,
+        dispatcher,
+        command,
+    })
 }
 
 proptest! {
@@ -154,7 +170,8 @@ fn a_value_of_another_topic_is_rejected() {
 
 #[test]
 fn an_unknown_fingerprint_is_rejected() {
-    let mut bytes = encode(&MonitorEvent { monitor_id: "m1".into(), at_ms: 1, body: MonitorBody::Stopping(Stopping { reason: "x".into() }) }).unwrap();
+    let mut bytes =
+        encode(&MonitorEvent { monitor_id: "m1".into(), at_ms: 1, body: MonitorBody::Stopping(Stopping { reason: "x".into() }) }).unwrap();
     bytes[2] ^= 0xff;
     assert!(matches!(decode::<MonitorEvent>(&bytes), Err(CodecError::UnknownFingerprint(_))));
 }

@@ -32,7 +32,9 @@ fn tansu_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("TANSU_BIN") {
         return p.into();
     }
-    let home = std::env::var_os("CARGO_HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cargo"));
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cargo"));
     let p = home.join("bin/tansu");
     assert!(p.exists(), "tansu is not installed at {}; run `make broker-install`", p.display());
     p

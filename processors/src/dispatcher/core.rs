@@ -90,8 +90,12 @@ impl Dispatcher {
             (Some(_), None) => Some(self.least_loaded_slot()),
         };
         // DNs the slot was told about that it should no longer have.
-        let told: Vec<((i32, String), (i32, Dn))> =
-            self.registered.range((tserver, String::new())..).take_while(|((t, _), _)| *t == tserver).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let told: Vec<((i32, String), (i32, Dn))> = self
+            .registered
+            .range((tserver, String::new())..)
+            .take_while(|((t, _), _)| *t == tserver)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         for (key, (at, dn)) in told {
             let keep = Some(at) == slot && self.config.dns.contains_key(&key);
             if !keep {
@@ -164,7 +168,11 @@ mod tests {
         let out = d.reconcile_all(|_| true);
         assert_eq!(
             out,
-            vec![(0, Command::AssignTServer(ts(1, 7001))), (1, Command::AssignTServer(ts(2, 7002))), (1, Command::RegisterDn(dn(2, 10, "5001")))]
+            vec![
+                (0, Command::AssignTServer(ts(1, 7001))),
+                (1, Command::AssignTServer(ts(2, 7002))),
+                (1, Command::RegisterDn(dn(2, 10, "5001")))
+            ]
         );
         assert!(d.reconcile_all(|_| true).is_empty(), "reconciling twice emits nothing");
     }

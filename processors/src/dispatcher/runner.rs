@@ -35,7 +35,12 @@ pub async fn run(log: Log, config: DispatcherConfig, mut shutdown: watch::Receiv
     let group = format!("{}dispatcher", log.topics.prefix);
     let mut consumer = spawn_group_consumer(
         &log.kafka,
-        GroupOptions { group: group.clone(), topics: vec![log.topic(Topic::Config)], start: StartAt::Beginning, revoke_timeout: Duration::from_secs(10) },
+        GroupOptions {
+            group: group.clone(),
+            topics: vec![log.topic(Topic::Config)],
+            start: StartAt::Beginning,
+            revoke_timeout: Duration::from_secs(10),
+        },
     )?;
     let dead = log.dead_letter(&group);
     info!(id = %config.id, %group, "Dispatcher started.");
@@ -53,7 +58,9 @@ pub async fn run(log: Log, config: DispatcherConfig, mut shutdown: watch::Receiv
                 for r in log.read_all(Topic::Assignments, None).await? {
                     match r.value.as_deref().map(decode::<Assignment>) {
                         Some(Ok(a)) => core.observe(r.partition, &a.command),
-                        Some(Err(e)) => warn!(partition = r.partition, offset = r.offset, error = %e, "Skipping an undecodable assignment (monitors dead-letter it)."),
+                        Some(Err(e)) => {
+                            warn!(partition = r.partition, offset = r.offset, error = %e, "Skipping an undecodable assignment (monitors dead-letter it).")
+                        }
                         None => {}
                     }
                 }
@@ -114,7 +121,8 @@ async fn emit(log: &Log, dispatcher: &str, commands: Vec<Emitted>) -> Result<(),
     let topic = log.topic(Topic::Assignments);
     for (slot, command) in commands {
         let key = command.key();
-        let assignment = Assignment { command_id: uuid::Uuid::new_v4().to_string(), at_ms: now_ms(), dispatcher: dispatcher.to_string(), command };
+        let assignment =
+            Assignment { command_id: uuid::Uuid::new_v4().to_string(), at_ms: now_ms(), dispatcher: dispatcher.to_string(), command };
         log.producer.send(&topic, &key, Some(slot), &assignment).await?;
         info!(slot, %key, "Command appended.");
     }

@@ -126,7 +126,7 @@ async fn link_task(
         match opened {
             Err(e) => {
                 failures += 1;
-                if failures == 1 || failures % 20 == 0 {
+                if failures == 1 || failures.is_multiple_of(20) {
                     warn!(tserver = tserver.id, %endpoint, failures, error = %e, "Cannot open the CTI link; retrying.");
                 }
             }

@@ -13,24 +13,59 @@ use crate::cti::{AgentInfo, CallInfo, TEventBody};
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Action {
     /// `from` calls `to`; `call` names the call for later steps.
-    Call { call: String, from: String, to: String, #[serde(default)] connid: Option<String> },
+    Call {
+        call: String,
+        from: String,
+        to: String,
+        #[serde(default)]
+        connid: Option<String>,
+    },
     /// The ringing party answers.
-    Answer { call: String },
+    Answer {
+        call: String,
+    },
     /// The caller hangs up before anyone answered.
-    Abandon { call: String },
+    Abandon {
+        call: String,
+    },
     /// `dn` puts the call on hold.
-    Hold { call: String, dn: String },
+    Hold {
+        call: String,
+        dn: String,
+    },
     /// `dn` takes the call off hold.
-    Retrieve { call: String, dn: String },
+    Retrieve {
+        call: String,
+        dn: String,
+    },
     /// Single-step transfer: `from` leaves the call and `to` starts ringing.
-    Transfer { call: String, from: String, to: String },
+    Transfer {
+        call: String,
+        from: String,
+        to: String,
+    },
     /// The call ends (either side hangs up).
-    Release { call: String },
-    Login { dn: String, agent: String },
-    Logout { dn: String },
-    Ready { dn: String },
-    NotReady { dn: String, #[serde(default)] reason: Option<String> },
-    AfterCallWork { dn: String },
+    Release {
+        call: String,
+    },
+    Login {
+        dn: String,
+        agent: String,
+    },
+    Logout {
+        dn: String,
+    },
+    Ready {
+        dn: String,
+    },
+    NotReady {
+        dn: String,
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    AfterCallWork {
+        dn: String,
+    },
 }
 
 /// Is this a DN of the switch (not an outside number)?

@@ -66,7 +66,7 @@ async fn make_traffic(config: SimConfig, switch: Switch, mut shutdown: watch::Re
             let start = tokio::time::Instant::now();
             let epoch = now_ms();
             loop {
-                let (at, actions) = traffic.next();
+                let Some((at, actions)) = traffic.next() else { return };
                 tokio::select! {
                     _ = shutdown.changed() => return,
                     _ = tokio::time::sleep_until(start + Duration::from_millis(at)) => {}
@@ -157,7 +157,9 @@ async fn serve_client(stream: TcpStream, peer: SocketAddr, server: String, switc
                 Message::EventServerInfo { ref_id, server: server.clone(), time_ms: now_ms() }
             }
             (Request::RequestStatus { ref_id }, _) => Message::EventStatus { ref_id, status: switch.status() },
-            (Request::RequestOpen { ref_id, .. }, Some(_)) => Message::EventError { ref_id: Some(ref_id), code: 409, text: "link is already open".into() },
+            (Request::RequestOpen { ref_id, .. }, Some(_)) => {
+                Message::EventError { ref_id: Some(ref_id), code: 409, text: "link is already open".into() }
+            }
             (Request::RequestRegisterAddress { ref_id, dn }, Some(id)) => {
                 switch.register(id, &dn);
                 Message::EventRegistered { ref_id, dn, time_ms: now_ms() }

@@ -92,18 +92,6 @@ impl Traffic {
         format!("+1555{:07}", self.rng.random_range(0..10_000_000u32))
     }
 
-    /// The next actions: their offset in ms and what happens. Never ends.
-    pub fn next(&mut self) -> (u64, Vec<Action>) {
-        let Some(((now, _), plan)) = self.schedule.pop_first() else {
-            // The arrival process always reschedules itself; an empty schedule cannot
-            // happen, but restart arrivals rather than stop.
-            self.at(1_000, Plan::Arrival);
-            return (0, Vec::new());
-        };
-        let actions = self.run(now, plan);
-        (now, actions)
-    }
-
     fn run(&mut self, now: u64, plan: Plan) -> Vec<Action> {
         match plan {
             Plan::Start { dn } => {
@@ -191,6 +179,18 @@ impl Traffic {
     }
 }
 
+/// The actions in time order: their offset in ms and what happens. Never ends (the
+/// arrival process always schedules the next arrival).
+impl Iterator for Traffic {
+    type Item = (u64, Vec<Action>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let ((now, _), plan) = self.schedule.pop_first()?;
+        let actions = self.run(now, plan);
+        Some((now, actions))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,10 +202,7 @@ mod tests {
 
     #[test]
     fn the_same_seed_gives_the_same_traffic() {
-        let run = |seed| {
-            let mut t = Traffic::new(config(seed));
-            (0..300).map(|_| format!("{:?}", t.next())).collect::<Vec<_>>()
-        };
+        let run = |seed| Traffic::new(config(seed)).take(300).map(|step| format!("{step:?}")).collect::<Vec<_>>();
         assert_eq!(run(7), run(7));
         assert_ne!(run(7), run(8));
     }
@@ -220,7 +217,7 @@ mod tests {
             let mut last = 0;
             let mut kinds = std::collections::BTreeSet::new();
             for _ in 0..2_000 {
-                let (at, actions) = t.next();
+                let (at, actions) = t.next().expect("traffic never ends");
                 assert!(at >= last, "time goes forward");
                 last = at;
                 for a in actions {

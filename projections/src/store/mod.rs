@@ -60,7 +60,8 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// One call by ConnID.
     fn call(&self, tserver: i32, connid: &str) -> impl Future<Output = Result<Option<CallRecord>, StoreError>> + Send;
     /// Calls of a DN that started at or after `since_ms`, newest first, at most `limit`.
-    fn dn_calls(&self, tserver: i32, dn: &str, since_ms: i64, limit: usize) -> impl Future<Output = Result<Vec<DnCall>, StoreError>> + Send;
+    fn dn_calls(&self, tserver: i32, dn: &str, since_ms: i64, limit: usize)
+        -> impl Future<Output = Result<Vec<DnCall>, StoreError>> + Send;
     /// Write rows and positions atomically.
     fn write(&self, batch: Batch) -> impl Future<Output = Result<(), StoreError>> + Send;
 }

@@ -108,14 +108,17 @@ impl Store for SqliteStore {
                     put_dn.execute(params![tserver, dn, serde_json::to_string(row)?])?;
                 }
                 let mut put_call = tx.prepare_cached("INSERT OR REPLACE INTO calls (tserver, connid, row) VALUES (?1, ?2, ?3)")?;
-                let mut put_dn_call = tx.prepare_cached("INSERT OR REPLACE INTO dn_calls (tserver, dn, started_ms, connid, row) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+                let mut put_dn_call = tx
+                    .prepare_cached("INSERT OR REPLACE INTO dn_calls (tserver, dn, started_ms, connid, row) VALUES (?1, ?2, ?3, ?4, ?5)")?;
                 for ((tserver, connid), call) in &batch.calls {
                     put_call.execute(params![tserver, connid, serde_json::to_string(call)?])?;
                     for row in call.dn_calls() {
                         put_dn_call.execute(params![tserver, row.dn, row.started_ms, connid, serde_json::to_string(&row)?])?;
                     }
                 }
-                let mut put_pos = tx.prepare_cached("INSERT OR REPLACE INTO positions (projection, topic, partition, next_offset) VALUES (?1, ?2, ?3, ?4)")?;
+                let mut put_pos = tx.prepare_cached(
+                    "INSERT OR REPLACE INTO positions (projection, topic, partition, next_offset) VALUES (?1, ?2, ?3, ?4)",
+                )?;
                 for ((topic, partition), next) in &batch.positions {
                     put_pos.execute(params![batch.projection, topic, partition, next])?;
                 }

@@ -1,0 +1,39 @@
+# Netwatch. `make` lists the targets.
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.DEFAULT_GOAL := help
+.PHONY: help build run test lint fmt broker-install broker-up broker-down clean
+
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
+
+build: ## Build the netwatch binary (debug)
+	$(CARGO) build -p netwatch
+
+run: broker-install build ## Install and start the broker, run every role with a simulated site; Ctrl-C stops all
+	infra/run.sh
+
+test: broker-install ## Run the whole suite: unit, property and end-to-end tests against a real broker
+	$(CARGO) build --workspace --all-targets
+	$(CARGO) test --workspace
+
+lint: ## cargo fmt --check and clippy with warnings as errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+broker-install: ## Install tansu 0.6.0 with cargo unless that version is installed already
+	infra/broker.sh install
+
+broker-up: broker-install build ## Start the broker on 127.0.0.1:$${BROKER_PORT:-9092} (data in data/broker)
+	infra/broker.sh start
+
+broker-down: ## Stop the broker
+	infra/broker.sh stop
+
+clean: ## Remove build output and local data
+	$(CARGO) clean
+	rm -rf data
