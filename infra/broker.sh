@@ -44,9 +44,12 @@ case "${1:-}" in
       url="tcp://127.0.0.1:$BROKER_PORT"
       # tansu 0.6.0 resolves even an absolute sqlite path against its working directory
       # (docs/broker-notes.md), so it runs in the data folder with a relative path.
-      (cd "$BROKER_DATA" && setsid "$(tansu_bin)" broker --storage-engine sqlite://tansu.db \
-          --listener-url "$url" --advertised-listener-url "$url" >tansu.log 2>&1 </dev/null &
-       echo $! >"$pidfile")
+      # setsid keeps it out of the terminal's process group (Ctrl-C in `make run` stops
+      # Netwatch first, then the broker); the shell records its own pid, then becomes tansu.
+      (cd "$BROKER_DATA" && setsid sh -c 'echo $$ >"$0"; exec "$@"' "$pidfile" "$(tansu_bin)" broker \
+          --storage-engine sqlite://tansu.db --listener-url "$url" --advertised-listener-url "$url" \
+          >tansu.log 2>&1 </dev/null &)
+      for _ in $(seq 1 50); do [ -s "$pidfile" ] && break; sleep 0.1; done
       echo "broker starting (pid $(cat "$pidfile")) on 127.0.0.1:$BROKER_PORT, data in $BROKER_DATA"
     fi
     NETWATCH_BROKERS=127.0.0.1:$BROKER_PORT "$NETWATCH_BIN" topics wait --timeout 30s

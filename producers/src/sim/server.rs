@@ -162,7 +162,11 @@ async fn serve_client(stream: TcpStream, peer: SocketAddr, server: String, switc
             }
             (Request::RequestRegisterAddress { ref_id, dn }, Some(id)) => {
                 switch.register(id, &dn);
-                Message::EventRegistered { ref_id, dn, time_ms: now_ms() }
+                if tx.send(Message::EventRegistered { ref_id, dn: dn.clone(), time_ms: now_ms() }).is_err() {
+                    break;
+                }
+                switch.replay_agent_state(id, &dn);
+                continue;
             }
             (Request::RequestUnregisterAddress { ref_id, dn }, Some(id)) => {
                 switch.unregister(id, &dn);

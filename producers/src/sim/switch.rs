@@ -21,6 +21,19 @@ struct State {
     overlaps: u64,
     steps_played: u64,
     steps_total: u64,
+    /// Last agent event per DN, with its time: replayed to a client that registers the DN.
+    agents: HashMap<String, (i64, TEventBody)>,
+}
+
+fn is_agent_event(body: &TEventBody) -> bool {
+    matches!(
+        body,
+        TEventBody::EventAgentLogin(_)
+            | TEventBody::EventAgentLogout(_)
+            | TEventBody::EventAgentReady(_)
+            | TEventBody::EventAgentNotReady(_)
+            | TEventBody::EventAgentAfterCallWork(_)
+    )
 }
 
 /// The simulated switch's shared state. Cheap to clone.
@@ -91,9 +104,23 @@ impl Switch {
         dns.iter().all(|d| s.registrations.contains_key(d))
     }
 
+    /// Tell a client that just registered a DN the agent state there, as the event that
+    /// set it (a real T-Server reports it in answer to a query of the address).
+    pub fn replay_agent_state(&self, id: u64, dn: &str) {
+        let mut s = self.lock();
+        let Some((time_ms, body)) = s.agents.get(dn).cloned() else { return };
+        if let Some(c) = s.clients.get_mut(&id) {
+            c.seq += 1;
+            let _ = c.tx.send(Message::Event(Box::new(TEvent { seq: c.seq, time_ms, body })));
+        }
+    }
+
     /// Deliver an event to every client that registered its DN.
     pub fn deliver(&self, time_ms: i64, body: &TEventBody) {
         let mut s = self.lock();
+        if is_agent_event(body) {
+            s.agents.insert(body.dn().to_string(), (time_ms, body.clone()));
+        }
         let holders: Vec<u64> = s.registrations.get(body.dn()).map(|h| h.iter().copied().collect()).unwrap_or_default();
         for id in holders {
             if let Some(c) = s.clients.get_mut(&id) {
@@ -129,5 +156,51 @@ impl Switch {
             steps_played: s.steps_played,
             steps_total: s.steps_total,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cti::AgentInfo;
+
+    fn login(dn: &str) -> TEventBody {
+        TEventBody::EventAgentLogin(AgentInfo { dn: dn.into(), agent_id: "a1".into(), reason: None })
+    }
+
+    #[test]
+    fn events_reach_only_the_clients_that_registered_the_dn() {
+        let switch = Switch::default();
+        let (tx1, mut rx1) = mpsc::unbounded_channel();
+        let (tx2, mut rx2) = mpsc::unbounded_channel();
+        let c1 = switch.connect("m1".into(), tx1);
+        let _c2 = switch.connect("m2".into(), tx2);
+        switch.register(c1, "5001");
+        switch.deliver(7, &login("5001"));
+        switch.deliver(8, &login("5002"));
+        let Ok(Message::Event(e)) = rx1.try_recv() else { panic!("m1 gets the 5001 event") };
+        assert_eq!((e.seq, e.time_ms, e.body.dn()), (1, 7, "5001"));
+        assert!(rx1.try_recv().is_err(), "m1 did not register 5002");
+        assert!(rx2.try_recv().is_err(), "m2 registered nothing");
+        assert_eq!(switch.status().overlaps, 0);
+    }
+
+    #[test]
+    fn a_late_registration_learns_the_agent_state_and_overlaps_are_counted() {
+        let switch = Switch::default();
+        switch.deliver(5, &login("5001"));
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let c = switch.connect("m1".into(), tx);
+        switch.register(c, "5001");
+        switch.replay_agent_state(c, "5001");
+        let Ok(Message::Event(e)) = rx.try_recv() else { panic!("the agent state is replayed") };
+        assert_eq!((e.time_ms, e.body.clone()), (5, login("5001")));
+        let (tx2, _rx2) = mpsc::unbounded_channel();
+        let c2 = switch.connect("m2".into(), tx2);
+        switch.register(c2, "5001");
+        let status = switch.status();
+        assert_eq!((status.overlaps, status.registrations["5001"].clone()), (1, vec!["m1".to_string(), "m2".to_string()]));
+        switch.disconnect(c);
+        assert_eq!(switch.status().registrations["5001"], vec!["m2".to_string()]);
     }
 }
