@@ -9,7 +9,7 @@ use netwatch_processors::dispatcher::{self, DispatcherConfig};
 use netwatch_processors::monitor::{self, MonitorConfig};
 use netwatch_producers::sim::traffic::TrafficConfig;
 use netwatch_producers::sim::{SimConfig, SimMode};
-use netwatch_projections::http::{serve as serve_http, ApiState};
+use netwatch_projections::http::{router, serve as serve_http, ApiState};
 use netwatch_projections::runner::Metrics;
 use netwatch_projections::{open_store, Projection};
 use netwatch_schemas::config::{ConfigChange, Dn, DnType, TServer};
@@ -167,7 +167,7 @@ pub async fn serve(ctx: &Ctx, args: ServeArgs) -> Result<(), CliError> {
     let store = open_store(&ctx.store).map_err(|e| input(e.to_string()))?;
     let listener = TcpListener::bind(&args.listen).await.map_err(|e| input(format!("cannot listen on {}: {e}", args.listen)))?;
     info!(addr = %listener.local_addr()?, "HTTP API listening.");
-    serve_http(listener, ApiState { store, metrics: Vec::new() }, shutdown_on_signal()).await?;
+    serve_http(listener, router(ApiState { store, metrics: Vec::new() }), shutdown_on_signal()).await?;
     Ok(())
 }
 
@@ -258,7 +258,7 @@ pub async fn up(ctx: &Ctx, args: UpArgs) -> Result<(), CliError> {
     let addr = listener.local_addr()?;
     {
         let (store, shutdown) = (store.clone(), shutdown.clone());
-        tasks.spawn(async move { Ok(serve_http(listener, ApiState { store, metrics }, shutdown).await?) });
+        tasks.spawn(async move { Ok(serve_http(listener, router(ApiState { store, metrics }), shutdown).await?) });
     }
     info!(http = %addr, "Netwatch is up.");
     println!("netwatch is up: HTTP API on http://{addr}/v1/ (Ctrl-C stops)");

@@ -51,9 +51,10 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-/// Serve until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, state: ApiState, mut shutdown: watch::Receiver<bool>) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+/// Serve `app` (this crate's [`router`], possibly merged with other routes) until
+/// `shutdown` turns true.
+pub async fn serve(listener: TcpListener, app: Router, mut shutdown: watch::Receiver<bool>) -> std::io::Result<()> {
+    axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = shutdown.changed().await;
         })
