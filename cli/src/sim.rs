@@ -18,6 +18,11 @@ pub enum SimCmd {
         /// host:port of the simulator.
         endpoint: String,
     },
+    /// Make a simulated T-Server close every monitor's link at once (a network failure).
+    DropLinks {
+        /// host:port of the simulator.
+        endpoint: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -29,8 +34,11 @@ pub struct SimArgs {
     #[arg(long, default_value = "SimTServer")]
     pub name: String,
     /// Play this scenario (JSON lines) instead of random traffic.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "idle")]
     pub script: Option<PathBuf>,
+    /// No traffic at all: only links and registrations.
+    #[arg(long)]
+    pub idle: bool,
     /// Scenario speed-up factor (timestamps keep the scenario's own offsets).
     #[arg(long, default_value_t = 1.0)]
     pub speed: f64,
@@ -76,6 +84,7 @@ impl SimArgs {
     /// The simulator this names.
     pub fn build(&self) -> Result<SimConfig, CliError> {
         let mode = match &self.script {
+            None if self.idle => SimMode::Idle,
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| input(format!("cannot read {}: {e}", path.display())))?;
                 let steps = parse_scenario(&text).map_err(|e| input(format!("{}: {e}", path.display())))?;
@@ -105,6 +114,10 @@ pub async fn run(cmd: SimCmd) -> Result<(), CliError> {
                 let _ = tx.send(true);
             });
             netwatch_producers::sim::run(config, listener, rx).await?;
+            Ok(())
+        }
+        SimCmd::DropLinks { endpoint } => {
+            println!("dropped {} links", netwatch_producers::sim::drop_links(&endpoint).await?);
             Ok(())
         }
         SimCmd::Status { endpoint } => {

@@ -11,7 +11,7 @@ use std::sync::{mpsc as std_mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -58,6 +58,9 @@ pub struct GroupOptions {
     pub start: StartAt,
     /// How long a revocation waits for the owner's acknowledgement.
     pub revoke_timeout: Duration,
+    /// Use the cooperative-sticky assignor: a rebalance revokes only the partitions that
+    /// move, so the others keep working through it.
+    pub cooperative: bool,
 }
 
 /// A running group consumer. Dropping `events` and calling [`GroupConsumer::stop`] leaves
@@ -119,7 +122,11 @@ impl ConsumerContext for Context {
                     }
                 }
                 debug!(?partitions, "Partitions assigned.");
-                if let Err(e) = consumer.assign(tpl) {
+                let assigned = match consumer.rebalance_protocol() {
+                    RebalanceProtocol::Cooperative => consumer.incremental_assign(tpl),
+                    _ => consumer.assign(tpl),
+                };
+                if let Err(e) = assigned {
                     error!(error = %e, "Assigning partitions failed.");
                 }
                 let _ = self.tx.blocking_send(ConsumerEvent::Assigned(partitions));
@@ -132,7 +139,11 @@ impl ConsumerContext for Context {
                 {
                     warn!("The owner did not release revoked partitions in time.");
                 }
-                if let Err(e) = consumer.unassign() {
+                let unassigned = match consumer.rebalance_protocol() {
+                    RebalanceProtocol::Cooperative => consumer.incremental_unassign(tpl),
+                    _ => consumer.unassign(),
+                };
+                if let Err(e) = unassigned {
                     error!(error = %e, "Unassigning partitions failed.");
                 }
             }
@@ -145,7 +156,11 @@ impl ConsumerContext for Context {
 pub fn spawn_group_consumer(kafka: &KafkaConfig, options: GroupOptions) -> Result<GroupConsumer, LogError> {
     let (tx, events) = mpsc::channel(1024);
     let context = Context { tx: tx.clone(), start: options.start.clone(), revoke_timeout: options.revoke_timeout };
-    let consumer: BaseConsumer<Context> = kafka.consumer(&options.group).create_with_context(context)?;
+    let mut config = kafka.consumer(&options.group);
+    if options.cooperative {
+        config.set("partition.assignment.strategy", "cooperative-sticky");
+    }
+    let consumer: BaseConsumer<Context> = config.create_with_context(context)?;
     let topics: Vec<&str> = options.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -174,4 +189,49 @@ fn poll_loop(consumer: BaseConsumer<Context>, tx: mpsc::Sender<ConsumerEvent>, s
     }
     debug!("Leaving the consumer group.");
     consumer.unsubscribe();
+}
+
+/// Follow every partition of a topic outside any group, from `start(partition, low, high)`
+/// (an offset between the partition's low and high watermarks), on a dedicated thread.
+/// Reports records and end-of-partition events like a group consumer.
+pub fn spawn_tail(kafka: &KafkaConfig, topic: &str, start: impl Fn(i32, i64, i64) -> i64) -> Result<GroupConsumer, LogError> {
+    let (tx, events) = mpsc::channel(1024);
+    let consumer: BaseConsumer = kafka
+        .client()
+        .set("group.id", "netwatch-tail")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("fetch.wait.max.ms", "100")
+        .create()?;
+    let timeout = Duration::from_secs(10);
+    let md = consumer.fetch_metadata(Some(topic), timeout)?;
+    let partitions: Vec<i32> = match md.topics().first() {
+        Some(t) if t.error().is_none() && !t.partitions().is_empty() => t.partitions().iter().map(|p| p.id()).collect(),
+        _ => return Err(LogError::MissingTopic(topic.to_string())),
+    };
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, p, timeout)?;
+        tpl.add_partition_offset(topic, p, Offset::Offset(start(p, low, high).clamp(low, high)))?;
+    }
+    consumer.assign(&tpl)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopping = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name(format!("tail-{topic}"))
+        .spawn(move || {
+            while !stopping.load(Ordering::SeqCst) {
+                let event = match consumer.poll(Duration::from_millis(200)) {
+                    None => continue,
+                    Some(Ok(m)) => ConsumerEvent::Record(Record::from_message(&m)),
+                    Some(Err(KafkaError::PartitionEOF(partition))) => ConsumerEvent::Eof { partition },
+                    Some(Err(e)) => ConsumerEvent::Error(e.to_string()),
+                };
+                if tx.blocking_send(event).is_err() {
+                    break;
+                }
+            }
+        })
+        .map_err(|e| LogError::Task(e.to_string()))?;
+    Ok(GroupConsumer { events, stop, thread: Some(thread) })
 }

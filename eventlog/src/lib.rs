@@ -15,7 +15,7 @@ mod topics;
 
 pub use admin::{create_topics, wait_until_ready};
 pub use client::KafkaConfig;
-pub use consumer::{spawn_group_consumer, ConsumerEvent, GroupConsumer, GroupOptions, StartAt};
+pub use consumer::{spawn_group_consumer, spawn_tail, ConsumerEvent, GroupConsumer, GroupOptions, PositionFn, StartAt};
 pub use deadletter::DeadLetter;
 pub use error::LogError;
 pub use producer::Producer;

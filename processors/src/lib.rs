@@ -1,5 +1,6 @@
 //! Processors: the dispatcher (config → assignment commands) and the monitor
-//! (assignment commands → CTI links → call events).
+//! (assignment commands → CTI links → call events), and the cluster view both share.
 
+pub mod cluster;
 pub mod dispatcher;
 pub mod monitor;

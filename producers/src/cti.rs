@@ -24,6 +24,8 @@ pub enum Request {
     RequestUnregisterAddress { ref_id: u64, dn: String },
     /// Which client has registered which DN (simulator and test tooling).
     RequestStatus { ref_id: u64 },
+    /// Close every other client's link at once, as a network failure would (simulator).
+    RequestDropLinks { ref_id: u64 },
 }
 
 /// Attributes of a telephony event (ThisDN, ConnID, OtherDN, ...).
@@ -90,6 +92,11 @@ pub enum Message {
     EventStatus {
         ref_id: u64,
         status: Status,
+    },
+    /// Answer to `RequestDropLinks`: how many links were closed.
+    EventLinksDropped {
+        ref_id: u64,
+        dropped: u64,
     },
     /// The T-Server's link to its switch.
     EventLinkConnected {

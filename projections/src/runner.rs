@@ -102,7 +102,7 @@ pub async fn run<S: Store>(
     let topics = projection.topics().iter().map(|t| log.topic(*t)).collect();
     let mut consumer = spawn_group_consumer(
         &log.kafka,
-        GroupOptions { group: group.clone(), topics, start: positions, revoke_timeout: Duration::from_secs(30) },
+        GroupOptions { group: group.clone(), topics, start: positions, revoke_timeout: Duration::from_secs(30), cooperative: false },
     )?;
     let mut applier = Applier { projection, key, store, dead: log.dead_letter(&group), config_topic: log.topic(Topic::Config), metrics };
     info!(projection = projection.name(), %group, "Projection started.");

@@ -28,6 +28,9 @@ pub struct Heartbeat {
     /// Resident memory in bytes (schema v2; `None` when written by v1).
     #[serde(default)]
     pub rss_bytes: Option<i64>,
+    /// T-Servers the monitor holds now (schema v3; `None` when written by v1 or v2).
+    #[serde(default)]
+    pub tserver_ids: Option<Vec<i32>>,
 }
 
 /// A monitor is shutting down on purpose.

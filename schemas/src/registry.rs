@@ -41,6 +41,7 @@ const SOURCES: &[(SchemaKind, u32, &str)] = &[
     (SchemaKind::Calls, 1, include_str!("../avro/calls.v1.avsc")),
     (SchemaKind::Monitors, 1, include_str!("../avro/monitors.v1.avsc")),
     (SchemaKind::Monitors, 2, include_str!("../avro/monitors.v2.avsc")),
+    (SchemaKind::Monitors, 3, include_str!("../avro/monitors.v3.avsc")),
     (SchemaKind::Assignments, 1, include_str!("../avro/assignments.v1.avsc")),
 ];
 

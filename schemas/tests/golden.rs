@@ -13,7 +13,14 @@ fn golden_event() -> MonitorEvent {
     MonitorEvent {
         monitor_id: "monitor-a".into(),
         at_ms: 1_700_000_000_000,
-        body: MonitorBody::Heartbeat(Heartbeat { slots: vec![0, 7, 31], tservers: 2, dns: 50, sessions: None, rss_bytes: None }),
+        body: MonitorBody::Heartbeat(Heartbeat {
+            slots: vec![0, 7, 31],
+            tservers: 2,
+            dns: 50,
+            sessions: None,
+            rss_bytes: None,
+            tserver_ids: None,
+        }),
     }
 }
 
@@ -26,13 +33,14 @@ fn v1_heartbeat_bytes_decode_with_v2_code() {
 }
 
 #[test]
-fn current_writer_is_v2_and_keeps_the_new_fields() {
+fn current_writer_is_the_newest_version_and_keeps_the_new_fields() {
     let current = registry().current(SchemaKind::Monitors);
-    assert_eq!(current.version, 2);
+    assert_eq!(current.version, 3);
     let mut event = golden_event();
     if let MonitorBody::Heartbeat(h) = &mut event.body {
         h.sessions = Some(2);
         h.rss_bytes = Some(12_345_678);
+        h.tserver_ids = Some(vec![1, 4]);
     }
     let bytes = netwatch_schemas::encode(&event).unwrap();
     assert_eq!(bytes[2..10], current.fingerprint);
@@ -56,7 +64,7 @@ fn golden_file_is_what_a_v1_writer_produces() {
 #[test]
 fn every_schema_version_parses_and_fingerprints_are_distinct() {
     let all = registry().all();
-    assert_eq!(all.len(), 5);
+    assert_eq!(all.len(), 6);
     let mut prints: Vec<_> = all.iter().map(|v| v.fingerprint).collect();
     prints.sort();
     prints.dedup();

@@ -95,14 +95,16 @@ fn monitor_event() -> impl Strategy<Value = MonitorEvent> {
             any::<i32>(),
             any::<i32>(),
             proptest::option::of(any::<i32>()),
-            proptest::option::of(any::<i64>())
+            proptest::option::of(any::<i64>()),
+            proptest::option::of(prop::collection::vec(any::<i32>(), 0..8))
         )
-            .prop_map(|(slots, tservers, dns, sessions, rss_bytes)| MonitorBody::Heartbeat(Heartbeat {
+            .prop_map(|(slots, tservers, dns, sessions, rss_bytes, tserver_ids)| MonitorBody::Heartbeat(Heartbeat {
                 slots,
                 tservers,
                 dns,
                 sessions,
-                rss_bytes
+                rss_bytes,
+                tserver_ids
             })),
         text().prop_map(|reason| MonitorBody::Stopping(Stopping { reason })),
     ];

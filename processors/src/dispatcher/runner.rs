@@ -40,6 +40,7 @@ pub async fn run(log: Log, config: DispatcherConfig, mut shutdown: watch::Receiv
             topics: vec![log.topic(Topic::Config)],
             start: StartAt::Beginning,
             revoke_timeout: Duration::from_secs(10),
+            cooperative: false,
         },
     )?;
     let dead = log.dead_letter(&group);

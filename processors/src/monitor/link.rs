@@ -216,7 +216,7 @@ async fn handle(emitter: &Emitter, stats: &LinkStats, requested: &BTreeSet<Strin
             emitter.emit(time_ms, CallBody::LinkDisconnected(LinkDisconnected { reason: format!("switch: {reason}") })).await;
         }
         Message::EventError { ref_id, code, text } => warn!(?ref_id, code, %text, "T-Server refused a request."),
-        Message::EventServerInfo { .. } | Message::EventStatus { .. } => {}
+        Message::EventServerInfo { .. } | Message::EventStatus { .. } | Message::EventLinksDropped { .. } => {}
     }
 }
 

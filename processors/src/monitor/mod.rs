@@ -40,14 +40,21 @@ pub async fn run(log: Log, config: MonitorConfig, mut shutdown: watch::Receiver<
             topics: vec![log.topic(Topic::Assignments)],
             start: StartAt::Beginning,
             revoke_timeout: Duration::from_secs(15),
+            cooperative: true,
         },
     )?;
     let dead = log.dead_letter(&group);
-    let mut monitor = Monitor { log: log.clone(), id: config.id.clone(), slots: Slots::default(), links: BTreeMap::new() };
+    let mut monitor = Monitor { log: log.clone(), id: config.id.clone(), slots: Slots::default(), links: BTreeMap::new(), changed: false };
     monitor.report(MonitorBody::Started(Started { host: hostname(), pid: std::process::id() as i32 })).await;
     info!(id = %config.id, %group, "Monitor started.");
     let mut heartbeat = tokio::time::interval(config.heartbeat);
     let result = loop {
+        // Report at once when slots or links changed: the dispatcher waits for a moved
+        // T-Server to leave this monitor's report before assigning it elsewhere.
+        if std::mem::take(&mut monitor.changed) {
+            monitor.heartbeat().await;
+            heartbeat.reset();
+        }
         let event = tokio::select! {
             _ = shutdown.changed() => break Ok(()),
             _ = heartbeat.tick() => {
@@ -61,6 +68,7 @@ pub async fn run(log: Log, config: MonitorConfig, mut shutdown: watch::Receiver<
                 for (_, p) in parts {
                     monitor.slots.assign(p);
                 }
+                monitor.changed = true;
                 info!(slots = ?monitor.slots.owned(), "Slots assigned; catching up.");
             }
             ConsumerEvent::Revoked { partitions, ack } => {
@@ -72,6 +80,7 @@ pub async fn run(log: Log, config: MonitorConfig, mut shutdown: watch::Receiver<
                     monitor.reconcile(t).await;
                 }
                 info!(slots = ?monitor.slots.owned(), "Slots revoked; their T-Servers are released.");
+                monitor.changed = true;
                 let _ = ack.send(());
             }
             ConsumerEvent::Record(r) => {
@@ -118,6 +127,8 @@ struct Monitor {
     id: String,
     slots: Slots,
     links: BTreeMap<i32, LinkHandle>,
+    /// Slots or links changed since the last heartbeat.
+    changed: bool,
 }
 
 impl Monitor {
@@ -136,6 +147,7 @@ impl Monitor {
                     info!(tserver, endpoint = %t.endpoint(), "T-Server endpoint changed; reconnecting.");
                     old.stop().await;
                 }
+                self.changed = true;
                 info!(tserver, endpoint = %t.endpoint(), dns = dns.len(), "Watching T-Server.");
                 let stats = Arc::new(LinkStats::default());
                 self.links.insert(tserver, LinkHandle::spawn(self.log.clone(), self.id.clone(), t, dns, stats));
@@ -144,6 +156,7 @@ impl Monitor {
                 if let Some(old) = self.links.remove(&tserver) {
                     info!(tserver, "Releasing T-Server.");
                     old.stop().await;
+                    self.changed = true;
                 }
             }
         }
@@ -158,6 +171,7 @@ impl Monitor {
             dns,
             sessions: Some(sessions),
             rss_bytes: rss_bytes(),
+            tserver_ids: Some(self.links.keys().copied().collect()),
         });
         self.report(body).await;
     }

@@ -9,5 +9,5 @@ pub mod traffic;
 
 pub use model::{Action, CallModel};
 pub use scenario::{parse_scenario, Step};
-pub use server::{query_status, run, SimConfig, SimMode};
+pub use server::{drop_links, query_status, run, SimConfig, SimMode};
 pub use switch::Switch;

@@ -128,11 +128,20 @@ async fn serve_client(stream: TcpStream, peer: SocketAddr, server: String, switc
     let mut reader = BufReader::new(r);
     let mut line = String::new();
     let mut client: Option<u64> = None;
+    let mut drops = switch.drops();
+    drops.mark_unchanged();
     loop {
         line.clear();
         let mut limited = tokio::io::AsyncReadExt::take(&mut reader, MAX_LINE as u64 + 1);
         let read = tokio::select! {
             _ = shutdown.changed() => break,
+            _ = drops.changed() => {
+                if drops.borrow_and_update().1 != client.unwrap_or(0) {
+                    info!(%peer, "Dropping the link on request.");
+                    break;
+                }
+                continue;
+            }
             read = limited.read_line(&mut line) => read,
         };
         match read {
@@ -157,6 +166,9 @@ async fn serve_client(stream: TcpStream, peer: SocketAddr, server: String, switc
                 Message::EventServerInfo { ref_id, server: server.clone(), time_ms: now_ms() }
             }
             (Request::RequestStatus { ref_id }, _) => Message::EventStatus { ref_id, status: switch.status() },
+            (Request::RequestDropLinks { ref_id }, _) => {
+                Message::EventLinksDropped { ref_id, dropped: switch.drop_links(client.unwrap_or(0)) }
+            }
             (Request::RequestOpen { ref_id, .. }, Some(_)) => {
                 Message::EventError { ref_id: Some(ref_id), code: 409, text: "link is already open".into() }
             }
@@ -185,6 +197,18 @@ async fn serve_client(stream: TcpStream, peer: SocketAddr, server: String, switc
     }
     drop(tx);
     let _ = writer.await;
+}
+
+/// Ask a simulator to close every monitor's link; how many it closed.
+pub async fn drop_links(endpoint: &str) -> Result<u64, LinkError> {
+    let (mut w, mut r, _) = open(endpoint, "drop-links", Duration::from_secs(5)).await?;
+    let want = w.send(|ref_id| Request::RequestDropLinks { ref_id }).await?;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), r.next()).await.map_err(|_| LinkError::ConnectTimeout(endpoint.into()))?? {
+            Message::EventLinksDropped { ref_id, dropped } if ref_id == want => return Ok(dropped),
+            _ => continue,
+        }
+    }
 }
 
 /// Ask a simulator which DNs are registered by whom.

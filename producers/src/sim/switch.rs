@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 
 use crate::cti::{Message, Status, TEvent, TEventBody};
 
@@ -37,11 +37,19 @@ fn is_agent_event(body: &TEventBody) -> bool {
 }
 
 /// The simulated switch's shared state. Cheap to clone.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Switch {
     state: Arc<Mutex<State>>,
     /// Woken whenever registrations change.
     pub registrations_changed: Arc<Notify>,
+    /// Bumped to close every link but the requester's: (generation, client spared).
+    drops: Arc<watch::Sender<(u64, u64)>>,
+}
+
+impl Default for Switch {
+    fn default() -> Self {
+        Switch { state: Arc::default(), registrations_changed: Arc::default(), drops: Arc::new(watch::channel((0, 0)).0) }
+    }
 }
 
 impl Switch {
@@ -136,6 +144,21 @@ impl Switch {
         for c in s.clients.values() {
             let _ = c.tx.send(message.clone());
         }
+    }
+
+    /// Close every link but `spare`'s; how many were closed.
+    pub fn drop_links(&self, spare: u64) -> u64 {
+        let others = self.lock().clients.keys().filter(|id| **id != spare).count() as u64;
+        self.drops.send_modify(|(generation, spared)| {
+            *generation += 1;
+            *spared = spare;
+        });
+        others
+    }
+
+    /// Signals link drops; see [`Switch::drop_links`].
+    pub fn drops(&self) -> watch::Receiver<(u64, u64)> {
+        self.drops.subscribe()
     }
 
     /// Record scenario progress.

@@ -1,0 +1,152 @@
+//! The live view of monitors, folded from `monitors`: who is alive, which slots and
+//! T-Servers each holds, and its load. Pure; time is an input.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use netwatch_schemas::monitors::{MonitorBody, MonitorEvent};
+use serde::Serialize;
+
+/// When a monitor counts as dead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Liveness {
+    /// Expected time between heartbeats.
+    pub heartbeat_ms: i64,
+    /// Heartbeats that may be missed before the monitor is dead.
+    pub missed: i64,
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Liveness { heartbeat_ms: 3_000, missed: 3 }
+    }
+}
+
+/// The latest report of one monitor.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct MonitorView {
+    pub id: String,
+    pub host: String,
+    pub slots: Vec<i32>,
+    /// T-Servers it holds (has a link task for).
+    pub tservers: BTreeSet<i32>,
+    pub dns: i32,
+    pub sessions: i32,
+    pub rss_bytes: i64,
+    pub last_seen_ms: i64,
+    /// It announced that it is stopping.
+    pub stopped: bool,
+}
+
+/// Every monitor ever heard of, with its latest report.
+#[derive(Clone, Debug, Default)]
+pub struct Cluster {
+    pub liveness: Liveness,
+    monitors: BTreeMap<String, MonitorView>,
+}
+
+impl Cluster {
+    /// An empty view with these liveness rules.
+    pub fn new(liveness: Liveness) -> Self {
+        Cluster { liveness, monitors: BTreeMap::new() }
+    }
+
+    /// Fold one event of `monitors`.
+    pub fn observe(&mut self, event: &MonitorEvent) {
+        let m = self
+            .monitors
+            .entry(event.monitor_id.clone())
+            .or_insert_with(|| MonitorView { id: event.monitor_id.clone(), ..Default::default() });
+        if event.at_ms < m.last_seen_ms {
+            return;
+        }
+        m.last_seen_ms = event.at_ms;
+        match &event.body {
+            MonitorBody::Started(s) => {
+                *m = MonitorView { id: event.monitor_id.clone(), host: s.host.clone(), last_seen_ms: event.at_ms, ..Default::default() };
+            }
+            MonitorBody::Heartbeat(h) => {
+                m.stopped = false;
+                m.slots = h.slots.clone();
+                m.dns = h.dns;
+                m.sessions = h.sessions.unwrap_or(h.tservers);
+                m.rss_bytes = h.rss_bytes.unwrap_or(0);
+                // A v1/v2 heartbeat does not say which T-Servers it holds.
+                m.tservers = h.tserver_ids.clone().unwrap_or_default().into_iter().collect();
+            }
+            MonitorBody::Stopping(_) => {
+                m.stopped = true;
+                m.slots.clear();
+                m.tservers.clear();
+            }
+        }
+    }
+
+    /// Is this monitor alive at `now_ms`?
+    pub fn is_live(&self, m: &MonitorView, now_ms: i64) -> bool {
+        !m.stopped && now_ms - m.last_seen_ms <= self.liveness.heartbeat_ms * self.liveness.missed
+    }
+
+    /// Live monitors, by id.
+    pub fn live(&self, now_ms: i64) -> Vec<&MonitorView> {
+        self.monitors.values().filter(|m| self.is_live(m, now_ms)).collect()
+    }
+
+    /// Every monitor heard of, by id.
+    pub fn all(&self) -> impl Iterator<Item = &MonitorView> {
+        self.monitors.values()
+    }
+
+    /// A live monitor that still holds this T-Server, if any.
+    pub fn holder_of(&self, tserver: i32, now_ms: i64) -> Option<&MonitorView> {
+        self.live(now_ms).into_iter().find(|m| m.tservers.contains(&tserver))
+    }
+
+    /// The live monitor that reports owning this slot (the latest report wins).
+    pub fn owner_of(&self, slot: i32, now_ms: i64) -> Option<&MonitorView> {
+        self.live(now_ms).into_iter().filter(|m| m.slots.contains(&slot)).max_by_key(|m| m.last_seen_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netwatch_schemas::monitors::{Heartbeat, Stopping};
+
+    fn hb(id: &str, at: i64, slots: Vec<i32>, held: Vec<i32>) -> MonitorEvent {
+        MonitorEvent {
+            monitor_id: id.into(),
+            at_ms: at,
+            body: MonitorBody::Heartbeat(Heartbeat {
+                slots,
+                tservers: held.len() as i32,
+                dns: 0,
+                sessions: None,
+                rss_bytes: None,
+                tserver_ids: Some(held),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_monitor_dies_after_missed_heartbeats_or_when_it_says_so() {
+        let mut c = Cluster::new(Liveness { heartbeat_ms: 1_000, missed: 3 });
+        c.observe(&hb("a", 10_000, vec![0, 1], vec![7]));
+        c.observe(&hb("b", 10_000, vec![2], vec![]));
+        assert_eq!(c.live(13_000).len(), 2);
+        assert_eq!(c.holder_of(7, 13_000).map(|m| m.id.as_str()), Some("a"));
+        assert_eq!(c.owner_of(1, 13_000).map(|m| m.id.as_str()), Some("a"));
+        assert_eq!(c.live(13_001).len(), 0, "3 missed heartbeats");
+        assert_eq!(c.holder_of(7, 13_001), None, "a dead monitor holds nothing");
+        c.observe(&MonitorEvent { monitor_id: "b".into(), at_ms: 11_000, body: MonitorBody::Stopping(Stopping { reason: "x".into() }) });
+        assert_eq!(c.live(11_000).iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["a"]);
+    }
+
+    #[test]
+    fn older_reports_do_not_overwrite_newer_ones() {
+        let mut c = Cluster::new(Liveness::default());
+        c.observe(&hb("a", 2_000, vec![1], vec![]));
+        c.observe(&hb("a", 1_000, vec![9], vec![3]));
+        assert_eq!(c.owner_of(1, 2_000).map(|m| m.id.as_str()), Some("a"));
+        assert_eq!(c.holder_of(3, 2_000), None);
+    }
+}
