@@ -4,11 +4,15 @@
 //! by Dialing or Ringing and closed by Released or Abandoned. The call ends when its
 //! last open leg closes. Durations, from the T-Server's timestamps:
 //! ring = answer − start (or end − start if never answered); hold = sum of hold periods;
-//! talk = end − answer − hold; total = end − start.
+//! talk = end − answer − hold; total = end − start (clamped so that ring + talk + hold
+//! = total, see [`crate::rows::durations`]). Consultation calls are calls of their own
+//! (type `Consult`); a two-step transfer or conference completion links the surviving
+//! call to the one it continues (`previous_connid`). A call is a conference once three
+//! or more parties talk on it at once.
 
 use netwatch_schemas::calls::{TEventKind, Telephony};
 
-use crate::rows::{CallLeg, CallRecord};
+use crate::rows::{durations, CallLeg, CallRecord};
 
 /// Fold one telephony event into its call. `current` is the call's record so far.
 pub fn apply(current: Option<CallRecord>, tserver: i32, t: &Telephony, at: i64) -> CallRecord {
@@ -32,15 +36,24 @@ pub fn apply(current: Option<CallRecord>, tserver: i32, t: &Telephony, at: i64) 
             call.legs.len() - 1
         }
     };
+    if t.previous_connid.is_some() {
+        call.previous_connid = t.previous_connid.clone();
+    }
     let leg = &mut call.legs[leg_index];
     if t.other_dn.is_some() {
         leg.other_dn = t.other_dn.clone();
     }
     match t.kind {
-        TEventKind::Dialing | TEventKind::Ringing => {}
+        TEventKind::Dialing => {}
+        TEventKind::Ringing => leg.offered = true,
         TEventKind::Established => {
             leg.answered_ms.get_or_insert(at);
             call.answered_ms.get_or_insert(at);
+            let talking = call.legs.iter().filter(|l| l.answered_ms.is_some() && l.ended_ms.is_none()).count();
+            let outside = call.parties.iter().any(|p| p.starts_with('+'));
+            if talking + usize::from(outside) >= 3 {
+                call.conference = true;
+            }
         }
         TEventKind::Held => {
             leg.held_since_ms.get_or_insert(at);
@@ -66,22 +79,26 @@ pub fn apply(current: Option<CallRecord>, tserver: i32, t: &Telephony, at: i64) 
     }
     if call.legs.iter().all(|l| l.ended_ms.is_some()) {
         finish(&mut call, at);
+    } else if call.ended_ms.is_some() {
+        // A party joined a call that had looked over (a transfer's far end rings
+        // after the transferring DN left): it is in progress again.
+        call.ended_ms = None;
+        call.outcome = "in_progress".into();
+        (call.ring_ms, call.talk_ms, call.hold_ms, call.total_ms) = (0, 0, 0, 0);
     }
     call
 }
 
 fn close_hold(leg: &mut CallLeg, at: i64) {
     if let Some(since) = leg.held_since_ms.take() {
-        leg.hold_ms += at - since;
+        leg.hold_ms += (at - since).max(0);
     }
 }
 
 fn finish(call: &mut CallRecord, at: i64) {
     call.ended_ms = Some(at);
-    call.hold_ms = call.legs.iter().map(|l| l.hold_ms).sum();
-    call.total_ms = at - call.started_ms;
-    call.ring_ms = call.answered_ms.unwrap_or(at) - call.started_ms;
-    call.talk_ms = call.answered_ms.map(|a| at - a - call.hold_ms).unwrap_or(0).max(0);
+    let held = call.legs.iter().map(|l| l.hold_ms).sum();
+    (call.ring_ms, call.talk_ms, call.hold_ms, call.total_ms) = durations(call.started_ms, call.answered_ms, at, held);
     call.outcome = if call.transferred {
         "transferred"
     } else if call.answered_ms.is_some() {
@@ -181,5 +198,84 @@ mod tests {
             (3_000, t(Released, "5001", "5002", it, None)),
         ]);
         assert_eq!((c.ended_ms, c.outcome.as_str()), (None, "in_progress"));
+    }
+
+    #[test]
+    fn conference_of_three_parties() {
+        use TEventKind::*;
+        let ib = CallType::Inbound;
+        let c = play(&[
+            (0, t(Ringing, "5001", "+1555", ib, None)),
+            (1_000, t(Established, "5001", "+1555", ib, None)),
+            (5_000, t(Established, "5002", "5001", ib, Some("5001"))),
+            (9_000, t(Released, "5002", "5001", ib, None)),
+            (12_000, t(Released, "5001", "+1555", ib, None)),
+        ]);
+        assert!(c.conference);
+        assert_eq!((c.outcome.as_str(), c.total_ms), ("answered", 12_000));
+    }
+
+    #[test]
+    fn consultation_is_its_own_call_and_completion_links_it() {
+        use TEventKind::*;
+        let consult = play(&[
+            (0, t(Dialing, "5001", "5002", CallType::Consult, None)),
+            (2_000, t(Established, "5001", "5002", CallType::Consult, None)),
+        ]);
+        assert_eq!((consult.call_type.as_str(), consult.outcome.as_str()), ("Consult", "in_progress"));
+        let mut changed = t(PartyChanged, "5002", "+1555", CallType::Inbound, Some("5001"));
+        changed.previous_connid = Some("c0".into());
+        let c = apply(Some(consult), 1, &changed, 3_000);
+        assert_eq!((c.previous_connid.as_deref(), c.transferred), (Some("c0"), true));
+    }
+
+    #[test]
+    fn a_call_that_looked_over_is_open_again_when_a_party_joins() {
+        use TEventKind::*;
+        let ib = CallType::Inbound;
+        let c = play(&[
+            (0, t(Ringing, "5001", "+1555", ib, None)),
+            (1_000, t(Established, "5001", "+1555", ib, None)),
+            (2_000, t(Released, "5001", "+1555", ib, Some("5002"))),
+        ]);
+        assert_eq!(c.ended_ms, Some(2_000));
+        let c = apply(Some(c), 1, &t(Ringing, "5002", "+1555", ib, Some("5001")), 2_000);
+        assert_eq!((c.ended_ms, c.outcome.as_str()), (None, "in_progress"));
+    }
+
+    fn any_telephony() -> impl proptest::strategy::Strategy<Value = (i64, Telephony)> {
+        use proptest::prelude::*;
+        use TEventKind::*;
+        let kind = prop_oneof![
+            Just(Ringing),
+            Just(Dialing),
+            Just(Established),
+            Just(Held),
+            Just(Retrieved),
+            Just(PartyChanged),
+            Just(Released),
+            Just(Abandoned)
+        ];
+        let dn = prop_oneof![Just("5001"), Just("5002"), Just("5003")];
+        let ty = prop_oneof![Just(CallType::Inbound), Just(CallType::Outbound), Just(CallType::Internal), Just(CallType::Consult)];
+        (-5_000i64..60_000, kind, dn, ty, proptest::option::of(Just("5004")))
+            .prop_map(|(at, k, dn, ty, third)| (at, t(k, dn, "+1555", ty, third)))
+    }
+
+    proptest::proptest! {
+        /// Whatever the events and however the T-Server's clock jumps, every duration is
+        /// non-negative and ring + talk + hold ≤ total, for the call and each DN's part.
+        #[test]
+        fn ring_talk_hold_never_exceed_total(events in proptest::collection::vec(any_telephony(), 1..40)) {
+            let c = play(&events);
+            proptest::prop_assert!(c.ring_ms >= 0 && c.talk_ms >= 0 && c.hold_ms >= 0);
+            proptest::prop_assert!(c.ring_ms + c.talk_ms + c.hold_ms <= c.total_ms, "{:?}", c);
+            for r in c.dn_calls() {
+                proptest::prop_assert!(r.ring_ms >= 0 && r.talk_ms >= 0 && r.hold_ms >= 0, "{:?}", r);
+                if r.ended_ms.is_some() {
+                    proptest::prop_assert!(r.ring_ms + r.talk_ms + r.hold_ms <= r.total_ms, "{:?}", r);
+                }
+            }
+        }
     }
 }

@@ -25,6 +25,14 @@ pub struct DnState {
     pub agent_reason: Option<String>,
     /// When the call state last changed (T-Server time, ms).
     pub state_since_ms: i64,
+    /// When the agent state (or not-ready reason) last changed (T-Server time, ms).
+    #[serde(default)]
+    pub agent_since_ms: i64,
+    /// Every call at the DN now (a DN can hold one call and consult on another, or
+    /// have a second call ringing), oldest first. `connid`/`other_dn`/`call_state`
+    /// describe the active one of these (docs/call-model.md).
+    #[serde(default)]
+    pub calls: Vec<DnCallState>,
     /// When anything in the row last changed (event time, ms).
     pub updated_ms: i64,
 }
@@ -34,6 +42,18 @@ impl DnState {
     pub fn new(tserver: i32, dn: &str) -> Self {
         DnState { tserver, dn: dn.to_string(), link: "unknown".into(), call_state: "unknown".into(), ..Default::default() }
     }
+}
+
+/// One call at a DN, as the DN state sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnCallState {
+    pub connid: String,
+    /// dialing, ringing, talking, held.
+    pub state: String,
+    pub call_type: String,
+    pub other_dn: Option<String>,
+    /// When this call entered its state at the DN (T-Server time, ms).
+    pub since_ms: i64,
 }
 
 /// One DN's part in a call.
@@ -50,6 +70,9 @@ pub struct CallLeg {
     pub held_since_ms: Option<i64>,
     /// in_progress, answered, abandoned, transferred, failed.
     pub outcome: String,
+    /// Was the call offered to this DN (it rang here), rather than dialled from it?
+    #[serde(default)]
+    pub offered: bool,
 }
 
 /// A call (one ConnID on one T-Server) with its legs.
@@ -72,6 +95,12 @@ pub struct CallRecord {
     /// in_progress, answered, abandoned, transferred, failed.
     pub outcome: String,
     pub transferred: bool,
+    /// Were three or more parties talking on it at once?
+    #[serde(default)]
+    pub conference: bool,
+    /// The ConnID this call continued (two-step transfer or conference completion).
+    #[serde(default)]
+    pub previous_connid: Option<String>,
     pub legs: Vec<CallLeg>,
 }
 
@@ -90,6 +119,29 @@ pub struct DnCall {
     pub hold_ms: i64,
     pub total_ms: i64,
     pub outcome: String,
+    /// It rang at this DN (offered), rather than being dialled from it.
+    #[serde(default)]
+    pub offered: bool,
+    /// It was answered at this DN.
+    #[serde(default)]
+    pub answered: bool,
+}
+
+/// Ring, talk, hold and total time of a stretch from `start` to `end` answered at
+/// `answer`, with `hold` ms on hold: clamped so that ring + talk + hold = total and none
+/// is negative, whatever order the T-Server's clock put the timestamps in.
+pub fn durations(start: i64, answer: Option<i64>, end: i64, hold: i64) -> (i64, i64, i64, i64) {
+    let end = end.max(start);
+    let total = end - start;
+    match answer {
+        Some(a) => {
+            let a = a.clamp(start, end);
+            let rest = end - a;
+            let hold = hold.clamp(0, rest);
+            (a - start, rest - hold, hold, total)
+        }
+        None => (total, 0, 0, total),
+    }
 }
 
 impl CallRecord {
@@ -99,15 +151,9 @@ impl CallRecord {
             .iter()
             .map(|leg| {
                 let end = leg.ended_ms;
-                let total = end.map(|e| e - leg.started_ms).unwrap_or(0);
-                let ring = match (leg.answered_ms, end) {
-                    (Some(a), _) => a - leg.started_ms,
-                    (None, Some(e)) => e - leg.started_ms,
-                    (None, None) => 0,
-                };
-                let talk = match (leg.answered_ms, end) {
-                    (Some(a), Some(e)) => e - a - leg.hold_ms,
-                    _ => 0,
+                let (ring, talk, hold, total) = match end {
+                    Some(e) => durations(leg.started_ms, leg.answered_ms, e, leg.hold_ms),
+                    None => (leg.answered_ms.map(|a| a - leg.started_ms).unwrap_or(0).max(0), 0, 0, 0),
                 };
                 DnCall {
                     tserver: self.tserver,
@@ -119,9 +165,11 @@ impl CallRecord {
                     ended_ms: end,
                     ring_ms: ring,
                     talk_ms: talk,
-                    hold_ms: leg.hold_ms,
+                    hold_ms: hold,
                     total_ms: total,
                     outcome: leg.outcome.clone(),
+                    offered: leg.offered,
+                    answered: leg.answered_ms.is_some(),
                 }
             })
             .collect()
