@@ -5,6 +5,7 @@ mod config;
 mod query;
 mod roles;
 mod sim;
+mod status;
 
 use std::process::ExitCode;
 
@@ -58,6 +59,8 @@ enum Command {
     Serve(roles::ServeArgs),
     /// Run every role in one process (dispatcher, monitors, projections, HTTP API).
     Up(roles::UpArgs),
+    /// Live monitors, their slots, load, T-Servers and DNs; dispatcher group members.
+    Status(status::StatusArgs),
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -139,6 +142,7 @@ fn main() -> ExitCode {
             Command::Query(cmd) => query::run(&ctx, cmd).await,
             Command::Serve(args) => roles::serve(&ctx, args).await,
             Command::Up(args) => roles::up(&ctx, args).await,
+            Command::Status(args) => status::run(&ctx, args).await,
         }
     });
     match result {

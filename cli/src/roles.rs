@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use netwatch_eventlog::{create_topics, wait_until_ready, Log};
-use netwatch_processors::dispatcher::{self, DispatcherConfig};
+use netwatch_processors::cluster::Liveness;
+use netwatch_processors::dispatcher::{self, DispatcherConfig, Settings};
 use netwatch_processors::monitor::{self, MonitorConfig};
 use netwatch_producers::sim::traffic::TrafficConfig;
 use netwatch_producers::sim::{SimConfig, SimMode};
@@ -38,6 +39,39 @@ pub struct DispatcherArgs {
     /// Instance id (default: host and pid).
     #[arg(long)]
     id: Option<String>,
+    #[command(flatten)]
+    balance: BalanceArgs,
+}
+
+/// How the dispatcher judges monitors and paces moves.
+#[derive(Args, Debug, Clone)]
+pub struct BalanceArgs {
+    /// Heartbeat interval the monitors use.
+    #[arg(long, default_value = "3s")]
+    monitor_heartbeat: humantime::Duration,
+    /// Heartbeats a monitor may miss before it counts as dead.
+    #[arg(long, default_value_t = 3)]
+    missed_heartbeats: i64,
+    /// At most this many T-Server moves per --move-window.
+    #[arg(long, default_value_t = 2)]
+    max_moves: usize,
+    #[arg(long, default_value = "10s")]
+    move_window: humantime::Duration,
+}
+
+impl BalanceArgs {
+    pub fn settings(&self, slots: i32) -> Settings {
+        Settings {
+            slots,
+            liveness: self.liveness(),
+            max_moves: self.max_moves,
+            move_window_ms: Duration::from(self.move_window).as_millis() as i64,
+        }
+    }
+
+    pub fn liveness(&self) -> Liveness {
+        Liveness { heartbeat_ms: Duration::from(self.monitor_heartbeat).as_millis() as i64, missed: self.missed_heartbeats }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -129,7 +163,9 @@ pub async fn topics(ctx: &Ctx, cmd: TopicsCmd) -> Result<(), CliError> {
 
 pub async fn dispatcher(ctx: &Ctx, args: DispatcherArgs) -> Result<(), CliError> {
     let shutdown = shutdown_on_signal();
-    dispatcher::run(ctx.log()?, DispatcherConfig { id: args.id.unwrap_or_else(|| default_id("dispatcher")) }, shutdown).await?;
+    let config =
+        DispatcherConfig { id: args.id.unwrap_or_else(|| default_id("dispatcher")), settings: args.balance.settings(ctx.topics.slots) };
+    dispatcher::run(ctx.log()?, config, shutdown).await?;
     Ok(())
 }
 
@@ -167,7 +203,8 @@ pub async fn serve(ctx: &Ctx, args: ServeArgs) -> Result<(), CliError> {
     let store = open_store(&ctx.store).map_err(|e| input(e.to_string()))?;
     let listener = TcpListener::bind(&args.listen).await.map_err(|e| input(format!("cannot listen on {}: {e}", args.listen)))?;
     info!(addr = %listener.local_addr()?, "HTTP API listening.");
-    serve_http(listener, router(ApiState { store, metrics: Vec::new() }), shutdown_on_signal()).await?;
+    let app = router(ApiState { store, metrics: Vec::new() }).merge(crate::status::router(ctx.log()?, Liveness::default()));
+    serve_http(listener, app, shutdown_on_signal()).await?;
     Ok(())
 }
 
@@ -241,7 +278,9 @@ pub async fn up(ctx: &Ctx, args: UpArgs) -> Result<(), CliError> {
     }
     {
         let (log, shutdown) = (log.clone(), shutdown.clone());
-        tasks.spawn(async move { Ok(dispatcher::run(log, DispatcherConfig { id: default_id("dispatcher") }, shutdown).await?) });
+        let config =
+            DispatcherConfig { id: default_id("dispatcher"), settings: Settings { slots: log.topics.slots, ..Settings::default() } };
+        tasks.spawn(async move { Ok(dispatcher::run(log, config, shutdown).await?) });
     }
     for i in 1..=args.monitors {
         let (log, shutdown) = (log.clone(), shutdown.clone());
@@ -258,7 +297,8 @@ pub async fn up(ctx: &Ctx, args: UpArgs) -> Result<(), CliError> {
     let addr = listener.local_addr()?;
     {
         let (store, shutdown) = (store.clone(), shutdown.clone());
-        tasks.spawn(async move { Ok(serve_http(listener, router(ApiState { store, metrics }), shutdown).await?) });
+        let app = router(ApiState { store, metrics }).merge(crate::status::router(log.clone(), Liveness::default()));
+        tasks.spawn(async move { Ok(serve_http(listener, app, shutdown).await?) });
     }
     info!(http = %addr, "Netwatch is up.");
     println!("netwatch is up: HTTP API on http://{addr}/v1/ (Ctrl-C stops)");

@@ -19,7 +19,7 @@ pub use consumer::{spawn_group_consumer, spawn_tail, ConsumerEvent, GroupConsume
 pub use deadletter::DeadLetter;
 pub use error::LogError;
 pub use producer::Producer;
-pub use reader::{read_to_end, scan, Record};
+pub use reader::{read_range, read_to_end, scan, Record};
 pub use topics::{Topic, Topics};
 
 /// What every role needs to talk to the log: where it is, the topic names, a producer.
@@ -45,6 +45,33 @@ impl Log {
     /// A dead-letter sender for a consumer.
     pub fn dead_letter(&self, consumer: &str) -> DeadLetter {
         DeadLetter::new(self.producer.clone(), self.topic(Topic::DeadLetter), consumer)
+    }
+
+    /// Read the last `per_partition` records of every partition of a topic.
+    pub async fn read_recent(&self, topic: Topic, per_partition: i64) -> Result<Vec<Record>, LogError> {
+        let kafka = self.kafka.clone();
+        let name = self.topic(topic);
+        tokio::task::spawn_blocking(move || read_range(&kafka, &name, None, |_, _, high| high - per_partition))
+            .await
+            .map_err(|e| LogError::Task(e.to_string()))?
+    }
+
+    /// Members of a consumer group: (client id, host).
+    pub async fn group_members(&self, group: &str) -> Result<Vec<(String, String)>, LogError> {
+        let kafka = self.kafka.clone();
+        let group = group.to_string();
+        tokio::task::spawn_blocking(move || {
+            use rdkafka::consumer::{BaseConsumer, Consumer};
+            let consumer: BaseConsumer = kafka.client().create()?;
+            let list = consumer.fetch_group_list(Some(&group), std::time::Duration::from_secs(5))?;
+            Ok(list
+                .groups()
+                .iter()
+                .flat_map(|g| g.members().iter().map(|m| (m.client_id().to_string(), m.client_host().to_string())))
+                .collect())
+        })
+        .await
+        .map_err(|e| LogError::Task(e.to_string()))?
     }
 
     /// Read a whole topic (or some partitions) to its current end, off the async runtime.

@@ -54,6 +54,16 @@ impl Record {
 /// up to the high watermark seen at the start of the call. Blocking; run it off the
 /// async runtime.
 pub fn read_to_end(kafka: &KafkaConfig, topic: &str, only: Option<&[i32]>) -> Result<Vec<Record>, LogError> {
+    read_range(kafka, topic, only, |_, low, _| low)
+}
+
+/// Like [`read_to_end`], from `start(partition, low, high)` (clamped to the watermarks).
+pub fn read_range(
+    kafka: &KafkaConfig,
+    topic: &str,
+    only: Option<&[i32]>,
+    start: impl Fn(i32, i64, i64) -> i64,
+) -> Result<Vec<Record>, LogError> {
     let consumer: BaseConsumer = kafka.client().set("group.id", "netwatch-reader").set("enable.auto.commit", "false").create()?;
     let timeout = Duration::from_secs(10);
     let md = consumer.fetch_metadata(Some(topic), timeout)?;
@@ -65,9 +75,10 @@ pub fn read_to_end(kafka: &KafkaConfig, topic: &str, only: Option<&[i32]>) -> Re
     let mut tpl = TopicPartitionList::new();
     for p in partitions.into_iter().filter(|p| only.is_none_or(|o| o.contains(p))) {
         let (low, high) = consumer.fetch_watermarks(topic, p, timeout)?;
-        if high > low {
+        let from = start(p, low, high).clamp(low, high);
+        if high > from {
             ends.insert(p, high);
-            tpl.add_partition_offset(topic, p, Offset::Offset(low))?;
+            tpl.add_partition_offset(topic, p, Offset::Offset(from))?;
         }
     }
     let mut out = Vec::new();

@@ -4,3 +4,4 @@
 pub mod cluster;
 pub mod dispatcher;
 pub mod monitor;
+pub mod status;

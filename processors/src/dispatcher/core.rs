@@ -1,35 +1,86 @@
 //! The dispatcher's pure decision core.
 //!
-//! It holds two views: the configuration (folded from `config`) and what the slots
-//! were told (folded from `assignments`). [`Dispatcher::reconcile`] returns the commands
-//! that bring the second in line with the first, and records them as told. Decisions
-//! depend only on the events folded, in order, so replaying the log gives the same
-//! decisions.
+//! It holds three views: the configuration (folded from `config`), what the slots were
+//! told (folded from `assignments`), and the monitors' liveness and load (folded from
+//! `monitors`, see [`Cluster`]). [`Dispatcher::reconcile`] returns the commands that
+//! bring the slots in line with the configuration; [`Dispatcher::tick`] retries deferred
+//! placements and rebalances at a bounded rate. Decisions depend only on the events
+//! folded and the times given, in order, so replaying the log gives the same decisions.
+//! The load formula and the move protocol are described in `docs/dispatcher.md`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use netwatch_producers::config::{ConfigState, Rejected};
 use netwatch_schemas::assignments::Command;
 use netwatch_schemas::config::{ConfigChange, Dn, DnRef, TServer, TServerRef};
+use netwatch_schemas::monitors::MonitorEvent;
+
+use crate::cluster::{Cluster, Liveness};
 
 /// A command and the slot (partition of `assignments`) it goes to.
 pub type Emitted = (i32, Command);
 
+/// Load of one T-Server session, in DN-equivalents.
+pub const TSERVER_WEIGHT: i64 = 10;
+/// Resident memory worth one DN-equivalent of load.
+pub const RSS_BYTES_PER_POINT: i64 = 16 << 20;
+
+/// Tunables.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Number of slots (partitions of `assignments`).
+    pub slots: i32,
+    pub liveness: Liveness,
+    /// At most this many T-Server moves per `move_window_ms`.
+    pub max_moves: usize,
+    pub move_window_ms: i64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { slots: 32, liveness: Liveness::default(), max_moves: 2, move_window_ms: 10_000 }
+    }
+}
+
 /// The decision state.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Dispatcher {
-    slots: i32,
+    settings: Settings,
     config: ConfigState,
     /// T-Server → (slot, what the slot was told).
     placed: BTreeMap<i32, (i32, TServer)>,
     /// (T-Server, DN) → (slot, what the slot was told).
     registered: BTreeMap<(i32, String), (i32, Dn)>,
+    cluster: Cluster,
+    /// T-Servers waiting to be placed until no live monitor holds them, with the slot
+    /// chosen for them (a move) if any.
+    pending: BTreeMap<i32, Option<i32>>,
+    /// When recent moves started, for the rate limit.
+    moves: VecDeque<i64>,
+}
+
+/// Load of one live monitor.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct MonitorLoad {
+    pub monitor: String,
+    pub slots: Vec<i32>,
+    pub tservers: Vec<i32>,
+    pub dns: i64,
+    pub load: i64,
 }
 
 impl Dispatcher {
-    /// A dispatcher over `slots` slots.
-    pub fn new(slots: i32) -> Self {
-        Dispatcher { slots: slots.max(1), ..Default::default() }
+    /// A dispatcher with these settings.
+    pub fn new(settings: Settings) -> Self {
+        Dispatcher {
+            cluster: Cluster::new(settings.liveness),
+            settings,
+            config: ConfigState::default(),
+            placed: BTreeMap::new(),
+            registered: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            moves: VecDeque::new(),
+        }
     }
 
     /// The configuration as folded so far.
@@ -37,9 +88,24 @@ impl Dispatcher {
         &self.config
     }
 
+    /// The monitors as reported so far.
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
     /// Slot a T-Server is placed in.
     pub fn slot_of(&self, tserver: i32) -> Option<i32> {
         self.placed.get(&tserver).map(|(s, _)| *s)
+    }
+
+    /// T-Servers waiting for their previous holder to let go.
+    pub fn pending(&self) -> impl Iterator<Item = &i32> {
+        self.pending.keys()
+    }
+
+    /// Forget the configuration (before refolding `config` partitions from the start).
+    pub fn reset_config(&mut self) {
+        self.config = ConfigState::default();
     }
 
     /// Fold a command read from `assignments` (partition = slot).
@@ -47,6 +113,7 @@ impl Dispatcher {
         match command {
             Command::AssignTServer(t) => {
                 self.placed.insert(t.id, (slot, t.clone()));
+                self.pending.remove(&t.id);
             }
             Command::RevokeTServer(t) => {
                 if self.slot_of(t.id) == Some(slot) {
@@ -65,6 +132,11 @@ impl Dispatcher {
         }
     }
 
+    /// Fold an event read from `monitors`.
+    pub fn observe_monitor(&mut self, event: &MonitorEvent) {
+        self.cluster.observe(event);
+    }
+
     /// Fold a change read from `config`. A change the configuration refuses (written
     /// by a producer that raced another) is returned as an error and changes nothing.
     pub fn apply(&mut self, change: &ConfigChange) -> Result<(), Rejected> {
@@ -73,23 +145,30 @@ impl Dispatcher {
 
     /// Every T-Server known to either view.
     pub fn tservers(&self) -> Vec<i32> {
-        let mut ids: Vec<i32> = self.config.tservers.keys().chain(self.placed.keys()).copied().collect();
-        ids.sort_unstable();
-        ids.dedup();
-        ids
+        let ids: BTreeSet<i32> = self.config.tservers.keys().chain(self.placed.keys()).copied().collect();
+        ids.into_iter().collect()
     }
 
     /// Commands that make the slots' view of one T-Server match the configuration.
-    pub fn reconcile(&mut self, tserver: i32) -> Vec<Emitted> {
+    pub fn reconcile(&mut self, tserver: i32, now_ms: i64) -> Vec<Emitted> {
         let mut out = Vec::new();
         let wanted = self.config.tservers.get(&tserver).cloned();
         let current = self.placed.get(&tserver).cloned();
         let slot = match (&wanted, &current) {
             (None, _) => None,
             (Some(_), Some((slot, _))) => Some(*slot),
-            (Some(_), None) => Some(self.least_loaded_slot()),
+            (Some(_), None) => {
+                if self.cluster.holder_of(tserver, now_ms).is_some() {
+                    // Its previous monitor still holds it: placing it now could have two
+                    // monitors watch its DNs. Wait for the release (see `tick`).
+                    self.pending.entry(tserver).or_insert(None);
+                    None
+                } else {
+                    let target = self.pending.remove(&tserver).flatten().filter(|s| self.cluster.owner_of(*s, now_ms).is_some());
+                    Some(target.unwrap_or_else(|| self.choose_slot(now_ms)))
+                }
+            }
         };
-        // DNs the slot was told about that it should no longer have.
         let told: Vec<((i32, String), (i32, Dn))> = self
             .registered
             .range((tserver, String::new())..)
@@ -97,8 +176,7 @@ impl Dispatcher {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         for (key, (at, dn)) in told {
-            let keep = Some(at) == slot && self.config.dns.contains_key(&key);
-            if !keep {
+            if Some(at) != slot || !self.config.dns.contains_key(&key) {
                 self.registered.remove(&key);
                 out.push((at, Command::UnregisterDn(DnRef { dbid: dn.dbid, tserver, number: dn.number })));
             }
@@ -118,160 +196,124 @@ impl Dispatcher {
                     }
                 }
             }
-            _ => {
+            (None, _) => {
+                self.pending.remove(&tserver);
                 if let Some((at, _)) = current {
                     self.placed.remove(&tserver);
                     out.push((at, Command::RevokeTServer(TServerRef { id: tserver })));
                 }
             }
+            (Some(_), None) => {}
         }
         out
     }
 
     /// Reconcile every T-Server for which `owned` is true.
-    pub fn reconcile_all(&mut self, owned: impl Fn(i32) -> bool) -> Vec<Emitted> {
-        self.tservers().into_iter().filter(|t| owned(*t)).flat_map(|t| self.reconcile(t)).collect()
+    pub fn reconcile_all(&mut self, now_ms: i64, owned: impl Fn(i32) -> bool) -> Vec<Emitted> {
+        self.tservers().into_iter().filter(|t| owned(*t)).flat_map(|t| self.reconcile(t, now_ms)).collect()
     }
 
-    /// The slot with the fewest T-Servers (lowest index on ties).
-    fn least_loaded_slot(&self) -> i32 {
-        let mut load = vec![0usize; self.slots as usize];
-        for (slot, _) in self.placed.values() {
-            if let Some(l) = load.get_mut(*slot as usize) {
-                *l += 1;
+    /// Periodic work: place deferred T-Servers whose holder let go, then start at most
+    /// one rebalancing move if the rate limit allows.
+    pub fn tick(&mut self, now_ms: i64, owned: impl Fn(i32) -> bool) -> Vec<Emitted> {
+        let waiting: Vec<i32> = self.pending.keys().copied().filter(|t| owned(*t)).collect();
+        let mut out: Vec<Emitted> = waiting.into_iter().flat_map(|t| self.reconcile(t, now_ms)).collect();
+        if self.pending.is_empty() {
+            out.extend(self.rebalance(now_ms, &owned));
+        }
+        out
+    }
+
+    /// Loads of the live monitors that own slots, least loaded first.
+    pub fn loads(&self, now_ms: i64) -> Vec<MonitorLoad> {
+        let mut loads: BTreeMap<String, MonitorLoad> = BTreeMap::new();
+        for m in self.cluster.live(now_ms) {
+            if !m.slots.is_empty() {
+                let load = MonitorLoad {
+                    monitor: m.id.clone(),
+                    slots: Vec::new(),
+                    tservers: Vec::new(),
+                    dns: 0,
+                    load: m.rss_bytes / RSS_BYTES_PER_POINT,
+                };
+                loads.insert(m.id.clone(), load);
             }
         }
-        (0..self.slots).min_by_key(|s| (load[*s as usize], *s)).unwrap_or(0)
+        for slot in 0..self.settings.slots {
+            let Some(owner) = self.cluster.owner_of(slot, now_ms) else { continue };
+            let Some(l) = loads.get_mut(&owner.id) else { continue };
+            l.slots.push(slot);
+            for (t, (s, _)) in &self.placed {
+                if *s == slot {
+                    let dns = self.dns_of(*t);
+                    l.tservers.push(*t);
+                    l.dns += dns;
+                    l.load += dns + TSERVER_WEIGHT;
+                }
+            }
+        }
+        let mut loads: Vec<MonitorLoad> = loads.into_values().collect();
+        loads.sort_by(|a, b| (a.load, &a.monitor).cmp(&(b.load, &b.monitor)));
+        loads
+    }
+
+    pub(crate) fn dns_of(&self, tserver: i32) -> i64 {
+        self.registered.range((tserver, String::new())..).take_while(|((t, _), _)| *t == tserver).count() as i64
+    }
+
+    fn tservers_in(&self, slot: i32) -> usize {
+        self.placed.values().filter(|(s, _)| *s == slot).count()
+    }
+
+    /// The emptiest slot of the least-loaded live monitor; without live monitors, the
+    /// emptiest slot of all (lowest index on ties).
+    fn choose_slot(&self, now_ms: i64) -> i32 {
+        let candidates: Vec<i32> = match self.loads(now_ms).into_iter().next() {
+            Some(least) if !least.slots.is_empty() => least.slots,
+            _ => (0..self.settings.slots).collect(),
+        };
+        candidates.into_iter().min_by_key(|s| (self.tservers_in(*s), *s)).unwrap_or(0)
+    }
+
+    /// Move one T-Server from the most to the least loaded monitor if that narrows the
+    /// gap by more than a tenth of the T-Server's own weight (so loads that differ by
+    /// about one T-Server do not flap). Revokes now; the placement follows in a later
+    /// tick once the old monitor reports it let go.
+    fn rebalance(&mut self, now_ms: i64, owned: &impl Fn(i32) -> bool) -> Vec<Emitted> {
+        while self.moves.front().is_some_and(|t| now_ms - *t >= self.settings.move_window_ms) {
+            self.moves.pop_front();
+        }
+        if self.moves.len() >= self.settings.max_moves {
+            return Vec::new();
+        }
+        let loads = self.loads(now_ms);
+        let (Some(lo), Some(hi)) = (loads.first(), loads.last()) else { return Vec::new() };
+        let gap = hi.load - lo.load;
+        let candidate = hi
+            .tservers
+            .iter()
+            .filter(|t| owned(**t))
+            .map(|t| (*t, self.dns_of(*t) + TSERVER_WEIGHT))
+            .filter(|(_, w)| *w + *w / 10 < gap)
+            .min_by_key(|(t, w)| ((2 * w - gap).abs(), *t));
+        let Some((tserver, _)) = candidate else { return Vec::new() };
+        let Some(target) = lo.slots.iter().copied().min_by_key(|s| (self.tservers_in(*s), *s)) else { return Vec::new() };
+        let Some((from, _)) = self.placed.remove(&tserver) else { return Vec::new() };
+        let mut out: Vec<Emitted> = Vec::new();
+        let told: Vec<(i32, String)> =
+            self.registered.range((tserver, String::new())..).take_while(|((t, _), _)| *t == tserver).map(|(k, _)| k.clone()).collect();
+        for key in told {
+            if let Some((slot, dn)) = self.registered.remove(&key) {
+                out.push((slot, Command::UnregisterDn(DnRef { dbid: dn.dbid, tserver, number: dn.number })));
+            }
+        }
+        out.push((from, Command::RevokeTServer(TServerRef { id: tserver })));
+        self.pending.insert(tserver, Some(target));
+        self.moves.push_back(now_ms);
+        out
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use netwatch_schemas::config::DnType;
-    use proptest::prelude::*;
-
-    fn ts(id: i32, port: i32) -> TServer {
-        TServer { id, name: format!("TS{id}"), host: "127.0.0.1".into(), port }
-    }
-
-    fn dn(t: i32, dbid: i32, n: &str) -> Dn {
-        Dn { dbid, tserver: t, number: n.into(), dn_type: DnType::Extension }
-    }
-
-    #[test]
-    fn tservers_spread_over_slots_and_dns_follow_their_tserver() {
-        let mut d = Dispatcher::new(4);
-        d.apply(&ConfigChange::TServerCreated(ts(1, 7001))).unwrap();
-        d.apply(&ConfigChange::TServerCreated(ts(2, 7002))).unwrap();
-        d.apply(&ConfigChange::DnCreated(dn(2, 10, "5001"))).unwrap();
-        let out = d.reconcile_all(|_| true);
-        assert_eq!(
-            out,
-            vec![
-                (0, Command::AssignTServer(ts(1, 7001))),
-                (1, Command::AssignTServer(ts(2, 7002))),
-                (1, Command::RegisterDn(dn(2, 10, "5001")))
-            ]
-        );
-        assert!(d.reconcile_all(|_| true).is_empty(), "reconciling twice emits nothing");
-    }
-
-    #[test]
-    fn deleting_a_dn_unregisters_it_in_its_slot() {
-        let mut d = Dispatcher::new(4);
-        d.apply(&ConfigChange::TServerCreated(ts(1, 7001))).unwrap();
-        d.apply(&ConfigChange::DnCreated(dn(1, 10, "5001"))).unwrap();
-        d.reconcile(1);
-        d.apply(&ConfigChange::DnDeleted(DnRef { dbid: 10, tserver: 1, number: "5001".into() })).unwrap();
-        assert_eq!(d.reconcile(1), vec![(0, Command::UnregisterDn(DnRef { dbid: 10, tserver: 1, number: "5001".into() }))]);
-    }
-
-    #[test]
-    fn an_endpoint_change_reassigns_in_the_same_slot_and_deletion_revokes() {
-        let mut d = Dispatcher::new(4);
-        d.apply(&ConfigChange::TServerCreated(ts(1, 7001))).unwrap();
-        d.reconcile(1);
-        d.apply(&ConfigChange::TServerUpdated(ts(1, 7009))).unwrap();
-        assert_eq!(d.reconcile(1), vec![(0, Command::AssignTServer(ts(1, 7009)))]);
-        d.apply(&ConfigChange::TServerDeleted(TServerRef { id: 1 })).unwrap();
-        assert_eq!(d.reconcile(1), vec![(0, Command::RevokeTServer(TServerRef { id: 1 }))]);
-    }
-
-    #[test]
-    fn a_restarted_dispatcher_emits_nothing_for_what_was_already_told() {
-        let mut first = Dispatcher::new(8);
-        let changes = vec![
-            ConfigChange::TServerCreated(ts(1, 7001)),
-            ConfigChange::DnCreated(dn(1, 1, "5001")),
-            ConfigChange::DnCreated(dn(1, 2, "5002")),
-            ConfigChange::DnDeleted(DnRef { dbid: 1, tserver: 1, number: "5001".into() }),
-        ];
-        let mut log = Vec::new();
-        for c in &changes {
-            first.apply(c).unwrap();
-            log.extend(first.reconcile(c.tserver_id()));
-        }
-        let mut second = Dispatcher::new(8);
-        for (slot, cmd) in &log {
-            second.observe(*slot, cmd);
-        }
-        for c in &changes {
-            second.apply(c).unwrap();
-        }
-        assert!(second.reconcile_all(|_| true).is_empty());
-    }
-
-    fn change() -> impl Strategy<Value = ConfigChange> {
-        let t = 1..4i32;
-        let n = prop::sample::select(vec!["5001", "5002", "5003"]);
-        prop_oneof![
-            (t.clone(), 7000..7003i32).prop_map(|(id, p)| ConfigChange::TServerCreated(ts(id, p))),
-            (t.clone(), 7000..7003i32).prop_map(|(id, p)| ConfigChange::TServerUpdated(ts(id, p))),
-            t.clone().prop_map(|id| ConfigChange::TServerDeleted(TServerRef { id })),
-            (t.clone(), 1..6i32, n.clone()).prop_map(|(t, dbid, n)| ConfigChange::DnCreated(dn(t, dbid, n))),
-            (t, 1..6i32, n).prop_map(|(t, dbid, n)| ConfigChange::DnDeleted(DnRef { dbid, tserver: t, number: n.into() })),
-        ]
-    }
-
-    proptest! {
-        /// Whatever the sequence of changes, after reconciling, the slots were told
-        /// exactly the configuration: each T-Server in one slot, each DN with it; and a
-        /// dispatcher rebuilt from both logs decides nothing more.
-        #[test]
-        fn the_slots_always_converge_to_the_configuration(changes in prop::collection::vec(change(), 0..40)) {
-            let mut d = Dispatcher::new(4);
-            let mut log: Vec<Emitted> = Vec::new();
-            let mut accepted = Vec::new();
-            for c in &changes {
-                if d.apply(c).is_ok() {
-                    accepted.push(c.clone());
-                    log.extend(d.reconcile(c.tserver_id()));
-                }
-            }
-            // Replay the assignment log as a monitor would: latest command per key.
-            let mut slots: BTreeMap<String, (i32, Command)> = BTreeMap::new();
-            for (slot, cmd) in &log {
-                slots.insert(cmd.key(), (*slot, cmd.clone()));
-            }
-            for t in d.config().tservers.values() {
-                let assigned: Vec<_> = slots.values().filter(|(_, c)| matches!(c, Command::AssignTServer(x) if x == t)).collect();
-                prop_assert_eq!(assigned.len(), 1);
-                for dn in d.config().dns_of(t.id) {
-                    let entry = slots.get(&netwatch_schemas::assignments::dn_key(t.id, &dn.number));
-                    prop_assert_eq!(entry, Some(&(assigned[0].0, Command::RegisterDn(dn.clone()))));
-                }
-            }
-            let live_registrations = slots.values().filter(|(_, c)| matches!(c, Command::RegisterDn(_))).count();
-            prop_assert_eq!(live_registrations, d.config().dns.len());
-            let mut rebuilt = Dispatcher::new(4);
-            for (slot, cmd) in &log {
-                rebuilt.observe(*slot, cmd);
-            }
-            for c in &accepted {
-                rebuilt.apply(c).unwrap();
-            }
-            prop_assert!(rebuilt.reconcile_all(|_| true).is_empty());
-        }
-    }
-}
+#[path = "core_tests.rs"]
+mod tests;

@@ -3,5 +3,5 @@
 mod core;
 mod runner;
 
-pub use self::core::{Dispatcher, Emitted};
+pub use self::core::{Dispatcher, Emitted, MonitorLoad, Settings, TSERVER_WEIGHT};
 pub use runner::{run, DispatcherConfig};

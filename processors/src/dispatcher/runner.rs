@@ -1,112 +1,177 @@
-//! Runs the dispatcher core over the log: a member of the dispatcher group on `config`.
+//! Runs the dispatcher core over the log.
 //!
-//! On every assignment of `config` partitions it rebuilds from the log: it folds
-//! `assignments` in full (what slots were told), folds its `config` partitions from the
-//! start to their end, reconciles every T-Server it owns, then reconciles each T-Server
-//! as its changes arrive. Nothing is committed: the log is the state.
+//! A member of the dispatcher group on `config`; it also follows `assignments` in full
+//! and the recent tail of `monitors`. On every assignment of `config` partitions it
+//! refolds those partitions from the start; once `config`, `assignments` and `monitors`
+//! are read to their ends it reconciles every T-Server it owns (those whose `config`
+//! partition it holds), then reconciles each T-Server as its changes arrive and ticks
+//! twice a second for deferred placements and rebalancing. Nothing is committed: the log
+//! is the state.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use netwatch_eventlog::{spawn_group_consumer, ConsumerEvent, GroupOptions, Log, LogError, Record, StartAt, Topic};
+use netwatch_eventlog::{
+    spawn_group_consumer, spawn_tail, ConsumerEvent, GroupConsumer, GroupOptions, Log, LogError, Record, StartAt, Topic,
+};
 use netwatch_schemas::assignments::Assignment;
 use netwatch_schemas::config::ConfigEvent;
+use netwatch_schemas::monitors::MonitorEvent;
 use netwatch_schemas::{decode, now_ms};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::core::{Dispatcher, Emitted};
+use super::core::{Dispatcher, Emitted, Settings};
 
 /// Dispatcher settings.
 #[derive(Clone, Debug)]
 pub struct DispatcherConfig {
-    /// Instance id, written into every command.
+    /// Instance id, written into every command (with a per-run suffix).
     pub id: String,
+    pub settings: Settings,
 }
 
-struct Session {
-    core: Dispatcher,
-    owned: BTreeSet<i32>,
-    not_caught_up: BTreeSet<i32>,
+/// How far back in `monitors` a dispatcher starts: heartbeats are soft state.
+const MONITORS_TAIL: i64 = 2_000;
+
+struct Sources {
+    config: GroupConsumer,
+    assignments: GroupConsumer,
+    monitors: GroupConsumer,
+}
+
+/// Which inputs have been read to their end since the last (re)build.
+#[derive(Default)]
+struct CatchUp {
+    config: BTreeSet<i32>,
+    assignments: BTreeSet<i32>,
+    monitors: BTreeSet<i32>,
+    live: bool,
+}
+
+impl CatchUp {
+    fn done(&self) -> bool {
+        self.config.is_empty() && self.assignments.is_empty() && self.monitors.is_empty()
+    }
 }
 
 /// Run until `shutdown` turns true.
 pub async fn run(log: Log, config: DispatcherConfig, mut shutdown: watch::Receiver<bool>) -> Result<(), LogError> {
     let group = format!("{}dispatcher", log.topics.prefix);
-    let mut consumer = spawn_group_consumer(
-        &log.kafka,
-        GroupOptions {
-            group: group.clone(),
-            topics: vec![log.topic(Topic::Config)],
-            start: StartAt::Beginning,
-            revoke_timeout: Duration::from_secs(10),
-            cooperative: false,
-        },
-    )?;
+    let instance = format!("{}/{}", config.id, &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let mut sources = Sources {
+        assignments: spawn_tail(&log.kafka, &log.topic(Topic::Assignments), |_, low, _| low)?,
+        monitors: spawn_tail(&log.kafka, &log.topic(Topic::Monitors), |_, _, high| high - MONITORS_TAIL)?,
+        config: spawn_group_consumer(
+            &log.kafka,
+            GroupOptions {
+                group: group.clone(),
+                topics: vec![log.topic(Topic::Config)],
+                start: StartAt::Beginning,
+                revoke_timeout: Duration::from_secs(10),
+                cooperative: false,
+            },
+        )?,
+    };
     let dead = log.dead_letter(&group);
-    info!(id = %config.id, %group, "Dispatcher started.");
-    let mut session: Option<Session> = None;
+    info!(%instance, %group, "Dispatcher started.");
+    let mut core = Dispatcher::new(config.settings.clone());
+    let mut owned: BTreeSet<i32> = BTreeSet::new();
+    let mut catch_up = CatchUp {
+        assignments: (0..log.topics.partitions(Topic::Assignments)).collect(),
+        monitors: (0..log.topics.partitions(Topic::Monitors)).collect(),
+        ..Default::default()
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
     let result = loop {
-        let event = tokio::select! {
+        tokio::select! {
             _ = shutdown.changed() => break Ok(()),
-            event = consumer.events.recv() => match event { Some(e) => e, None => break Ok(()) },
-        };
-        match event {
-            ConsumerEvent::Assigned(parts) => {
-                let owned: BTreeSet<i32> = parts.iter().map(|(_, p)| *p).collect();
-                info!(partitions = ?owned, "Rebuilding from the log.");
-                let mut core = Dispatcher::new(log.topics.slots);
-                for r in log.read_all(Topic::Assignments, None).await? {
-                    match r.value.as_deref().map(decode::<Assignment>) {
-                        Some(Ok(a)) => core.observe(r.partition, &a.command),
-                        Some(Err(e)) => {
-                            warn!(partition = r.partition, offset = r.offset, error = %e, "Skipping an undecodable assignment (monitors dead-letter it).")
+            _ = tick.tick() => {
+                if catch_up.live {
+                    let topics = &log.topics;
+                    let commands = core.tick(now_ms(), |t| owned.contains(&topics.tserver_partition(t)));
+                    if let Err(e) = emit(&log, &instance, commands).await { break Err(e) }
+                }
+            }
+            event = sources.assignments.events.recv() => match event {
+                Some(ConsumerEvent::Record(r)) => {
+                    if let Some(Ok(a)) = r.value.as_deref().map(decode::<Assignment>) {
+                        // Our own commands are already in the core, and their echo may
+                        // arrive after later decisions about the same key.
+                        if a.dispatcher != instance {
+                            core.observe(r.partition, &a.command);
                         }
+                    }
+                }
+                Some(ConsumerEvent::Eof { partition }) => { catch_up.assignments.remove(&partition); }
+                Some(_) => {}
+                None => break Ok(()),
+            },
+            event = sources.monitors.events.recv() => match event {
+                Some(ConsumerEvent::Record(r)) => {
+                    match r.value.as_deref().map(decode::<MonitorEvent>) {
+                        Some(Ok(m)) => core.observe_monitor(&m),
+                        Some(Err(e)) => warn!(partition = r.partition, offset = r.offset, error = %e, "Skipping an undecodable monitor event."),
                         None => {}
                     }
                 }
-                session = Some(Session { core, not_caught_up: owned.clone(), owned });
-            }
-            ConsumerEvent::Revoked { ack, .. } => {
-                session = None;
-                let _ = ack.send(());
-            }
-            ConsumerEvent::Record(r) => {
-                let Some(s) = session.as_mut() else { continue };
-                let live = s.not_caught_up.is_empty();
-                if let Some(tserver) = fold(s, &r, live.then_some(&dead)).await? {
-                    if s.not_caught_up.is_empty() {
-                        let commands = s.core.reconcile(tserver);
-                        emit(&log, &config.id, commands).await?;
+                Some(ConsumerEvent::Eof { partition }) => { catch_up.monitors.remove(&partition); }
+                Some(_) => {}
+                None => break Ok(()),
+            },
+            event = sources.config.events.recv() => match event {
+                Some(ConsumerEvent::Assigned(parts)) => {
+                    owned = parts.iter().map(|(_, p)| *p).collect();
+                    info!(partitions = ?owned, "Rebuilding the configuration from the log.");
+                    core.reset_config();
+                    catch_up.config = owned.clone();
+                    catch_up.live = false;
+                }
+                Some(ConsumerEvent::Revoked { ack, .. }) => {
+                    owned.clear();
+                    catch_up.live = false;
+                    let _ = ack.send(());
+                }
+                Some(ConsumerEvent::Record(r)) => {
+                    let tserver = match fold(&mut core, &r, catch_up.live.then_some(&dead)).await {
+                        Ok(t) => t,
+                        Err(e) => break Err(e),
+                    };
+                    if let (true, Some(t)) = (catch_up.live, tserver) {
+                        let commands = core.reconcile(t, now_ms());
+                        if let Err(e) = emit(&log, &instance, commands).await { break Err(e) }
                     }
                 }
+                Some(ConsumerEvent::Eof { partition }) => { catch_up.config.remove(&partition); }
+                Some(_) => {}
+                None => break Ok(()),
+            },
+        }
+        if !catch_up.live && !owned.is_empty() && catch_up.done() {
+            catch_up.live = true;
+            let topics = &log.topics;
+            let commands = core.reconcile_all(now_ms(), |t| owned.contains(&topics.tserver_partition(t)));
+            info!(commands = commands.len(), tservers = core.config().tservers.len(), "Caught up with the log; reconciled.");
+            if let Err(e) = emit(&log, &instance, commands).await {
+                break Err(e);
             }
-            ConsumerEvent::Eof { partition } => {
-                let Some(s) = session.as_mut() else { continue };
-                if s.not_caught_up.remove(&partition) && s.not_caught_up.is_empty() {
-                    let topics = &log.topics;
-                    let owned = s.owned.clone();
-                    let commands = s.core.reconcile_all(|t| owned.contains(&topics.tserver_partition(t)));
-                    info!(commands = commands.len(), tservers = s.core.config().tservers.len(), "Caught up with config; reconciled.");
-                    emit(&log, &config.id, commands).await?;
-                }
-            }
-            ConsumerEvent::Error(_) | ConsumerEvent::Fatal(_) => {}
         }
     };
-    consumer.stop().await;
-    info!(id = %config.id, "Dispatcher stopped.");
+    sources.config.stop().await;
+    sources.assignments.stop().await;
+    sources.monitors.stop().await;
+    info!(%instance, "Dispatcher stopped.");
     result
 }
 
 /// Fold one config record; the T-Server it touched, if it applied. A record that
 /// cannot apply goes to the dead-letter topic when it is new (`dead` is given), and is
 /// only logged when it is re-read during a rebuild, so a rebuild does not report it twice.
-async fn fold(s: &mut Session, r: &Record, dead: Option<&netwatch_eventlog::DeadLetter>) -> Result<Option<i32>, LogError> {
+async fn fold(core: &mut Dispatcher, r: &Record, dead: Option<&netwatch_eventlog::DeadLetter>) -> Result<Option<i32>, LogError> {
     let Some(value) = r.value.as_deref() else { return Ok(None) };
     let reason = match decode::<ConfigEvent>(value) {
         Err(e) => format!("undecodable config event: {e}"),
-        Ok(event) => match s.core.apply(&event.change) {
+        Ok(event) => match core.apply(&event.change) {
             Ok(()) => return Ok(Some(event.change.tserver_id())),
             Err(e) => format!("config event cannot apply: {e}"),
         },
@@ -118,12 +183,12 @@ async fn fold(s: &mut Session, r: &Record, dead: Option<&netwatch_eventlog::Dead
     Ok(None)
 }
 
-async fn emit(log: &Log, dispatcher: &str, commands: Vec<Emitted>) -> Result<(), LogError> {
+async fn emit(log: &Log, instance: &str, commands: Vec<Emitted>) -> Result<(), LogError> {
     let topic = log.topic(Topic::Assignments);
     for (slot, command) in commands {
         let key = command.key();
         let assignment =
-            Assignment { command_id: uuid::Uuid::new_v4().to_string(), at_ms: now_ms(), dispatcher: dispatcher.to_string(), command };
+            Assignment { command_id: uuid::Uuid::new_v4().to_string(), at_ms: now_ms(), dispatcher: instance.to_string(), command };
         log.producer.send(&topic, &key, Some(slot), &assignment).await?;
         info!(slot, %key, "Command appended.");
     }

@@ -1,0 +1,73 @@
+//! `netwatch status` and `GET /v1/cluster`.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use clap::Args;
+use netwatch_eventlog::Log;
+use netwatch_processors::cluster::Liveness;
+use netwatch_processors::status::{cluster_status, ClusterStatus};
+
+use crate::{CliError, Ctx};
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Heartbeat interval the monitors use (for liveness).
+    #[arg(long, default_value = "3s")]
+    monitor_heartbeat: humantime::Duration,
+    /// Heartbeats a monitor may miss before it counts as dead.
+    #[arg(long, default_value_t = 3)]
+    missed_heartbeats: i64,
+}
+
+fn table(s: &ClusterStatus) -> String {
+    let mut out = String::from("MONITOR                          LIVE  SLOTS  T-SERVERS          DNS  SESSIONS  RSS MiB  LOAD\n");
+    for m in &s.monitors {
+        let tservers: Vec<String> = m.view.tservers.iter().map(i32::to_string).collect();
+        out.push_str(&format!(
+            "{:<32} {:<5} {:>5}  {:<15} {:>6} {:>9} {:>8} {:>5}\n",
+            m.view.id,
+            if m.live { "yes" } else { "no" },
+            m.view.slots.len(),
+            tservers.join(","),
+            m.view.dns,
+            m.view.sessions,
+            m.view.rss_bytes >> 20,
+            m.load.as_ref().map(|l| l.load.to_string()).unwrap_or_else(|| "-".into())
+        ));
+    }
+    let placements: Vec<String> = s.placements.iter().map(|(t, slot)| format!("{t}→{slot}")).collect();
+    out.push_str(&format!("T-Server → slot: {}\n", placements.join(" ")));
+    let dispatchers: Vec<String> = s.dispatchers.iter().map(|(c, h)| format!("{c}@{h}")).collect();
+    out.push_str(&format!("dispatchers: {}\n", if dispatchers.is_empty() { "none".to_string() } else { dispatchers.join(", ") }));
+    out
+}
+
+pub async fn run(ctx: &Ctx, args: StatusArgs) -> Result<(), CliError> {
+    let liveness =
+        Liveness { heartbeat_ms: std::time::Duration::from(args.monitor_heartbeat).as_millis() as i64, missed: args.missed_heartbeats };
+    let status = cluster_status(&ctx.log()?, liveness).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{}", table(&status));
+    }
+    Ok(())
+}
+
+/// `GET /v1/cluster`.
+pub fn router(log: Log, liveness: Liveness) -> Router {
+    Router::new().route("/v1/cluster", get(cluster)).with_state((log, liveness))
+}
+
+async fn cluster(State((log, liveness)): State<(Log, Liveness)>) -> Response {
+    match cluster_status(&log, liveness).await {
+        Ok(s) => Json(s).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({ "error": e.to_string() }))).into_response(),
+    }
+}

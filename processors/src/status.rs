@@ -1,0 +1,60 @@
+//! What `netwatch status` and `/v1/cluster` report: live monitors with their slots,
+//! load, T-Servers and DNs, where every T-Server is placed, and the dispatchers.
+
+use netwatch_eventlog::{Log, LogError, Topic};
+use netwatch_schemas::assignments::Assignment;
+use netwatch_schemas::monitors::MonitorEvent;
+use netwatch_schemas::{decode, now_ms};
+use serde::Serialize;
+
+use crate::cluster::{Liveness, MonitorView};
+use crate::dispatcher::{Dispatcher, MonitorLoad, Settings};
+
+/// One monitor as the cluster sees it.
+#[derive(Debug, Serialize)]
+pub struct MonitorStatus {
+    #[serde(flatten)]
+    pub view: MonitorView,
+    pub live: bool,
+    /// Load by the dispatcher's formula (live monitors with slots only).
+    pub load: Option<MonitorLoad>,
+}
+
+/// The whole cluster.
+#[derive(Debug, Serialize)]
+pub struct ClusterStatus {
+    pub monitors: Vec<MonitorStatus>,
+    /// T-Server → slot, as the dispatchers placed them.
+    pub placements: Vec<(i32, i32)>,
+    /// Dispatcher group members (client id, host).
+    pub dispatchers: Vec<(String, String)>,
+}
+
+/// Read the logs and describe the cluster.
+pub async fn cluster_status(log: &Log, liveness: Liveness) -> Result<ClusterStatus, LogError> {
+    let mut core = Dispatcher::new(Settings { slots: log.topics.slots, liveness, ..Settings::default() });
+    for r in log.read_all(Topic::Assignments, None).await? {
+        if let Some(Ok(a)) = r.value.as_deref().map(decode::<Assignment>) {
+            core.observe(r.partition, &a.command);
+        }
+    }
+    for r in log.read_recent(Topic::Monitors, 2_000).await? {
+        if let Some(Ok(m)) = r.value.as_deref().map(decode::<MonitorEvent>) {
+            core.observe_monitor(&m);
+        }
+    }
+    let now = now_ms();
+    let loads = core.loads(now);
+    let monitors = core
+        .cluster()
+        .all()
+        .map(|m| MonitorStatus {
+            live: core.cluster().is_live(m, now),
+            load: loads.iter().find(|l| l.monitor == m.id).cloned(),
+            view: m.clone(),
+        })
+        .collect();
+    let placements = core.tservers().into_iter().filter_map(|t| core.slot_of(t).map(|s| (t, s))).collect();
+    let dispatchers = log.group_members(&format!("{}dispatcher", log.topics.prefix)).await.unwrap_or_default();
+    Ok(ClusterStatus { monitors, placements, dispatchers })
+}
