@@ -3,6 +3,7 @@
 mod cat;
 mod config;
 mod query;
+mod replay;
 mod roles;
 mod sim;
 mod status;
@@ -52,6 +53,9 @@ enum Command {
     /// Run projections.
     #[command(subcommand)]
     Projections(roles::ProjectionsCmd),
+    /// Rebuild a projection into a new generation from the start of the log, then switch
+    /// readers over while the current generation keeps serving.
+    Replay(replay::ReplayArgs),
     /// Query the projections.
     #[command(subcommand)]
     Query(query::QueryCmd),
@@ -140,6 +144,7 @@ fn main() -> ExitCode {
             Command::Monitor(args) => roles::monitor(&ctx, args).await,
             Command::Projections(cmd) => roles::projections(&ctx, cmd).await,
             Command::Query(cmd) => query::run(&ctx, cmd).await,
+            Command::Replay(args) => replay::run(&ctx, args).await,
             Command::Serve(args) => roles::serve(&ctx, args).await,
             Command::Up(args) => roles::up(&ctx, args).await,
             Command::Status(args) => status::run(&ctx, args).await,

@@ -1,8 +1,7 @@
-//! `netwatch query ...`: read the projections.
+//! `netwatch query ...`: read the projections (the same questions as the HTTP API).
 
 use clap::Subcommand;
-use netwatch_projections::http::since_ms;
-use netwatch_projections::{open_store, Store};
+use netwatch_projections::query::{self, QueryError, Window};
 use serde::Serialize;
 
 use crate::{input, CliError, Ctx};
@@ -13,21 +12,57 @@ pub enum QueryCmd {
     Dn { tserver: i32, dn: String },
     /// Every DN of a T-Server.
     Dns { tserver: i32 },
-    /// Calls of a DN, newest first.
+    /// Calls of a DN, newest first, a page at a time (the next page's token goes to
+    /// stderr as `next page: TOKEN`).
     Calls {
         #[arg(long)]
         tserver: i32,
         #[arg(long)]
         dn: String,
-        /// Only calls that started within this long before now (15m, 2h, 1d).
-        #[arg(long)]
-        since: Option<String>,
-        /// At most this many calls.
+        #[command(flatten)]
+        window: WindowArgs,
+        /// At most this many calls (1..1000).
         #[arg(long, default_value_t = 100)]
         limit: usize,
+        /// Token of the page to show (from the previous page).
+        #[arg(long)]
+        page: Option<String>,
     },
     /// One call by ConnID.
     Call { tserver: i32, connid: String },
+    /// Current state and time in state of a T-Server's DNs and agents (or one DN).
+    Current {
+        tserver: i32,
+        #[arg(long)]
+        dn: Option<String>,
+    },
+    /// 15-minute interval statistics of a T-Server (or one DN); default: the last hour.
+    Stats {
+        tserver: i32,
+        #[arg(long)]
+        dn: Option<String>,
+        #[command(flatten)]
+        window: WindowArgs,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct WindowArgs {
+    /// Only what started within this long before now (15m, 2h, 1d).
+    #[arg(long)]
+    since: Option<String>,
+    /// Only what started at or after this time (ms since the epoch or RFC 3339).
+    #[arg(long)]
+    from: Option<String>,
+    /// Only what started before this time.
+    #[arg(long)]
+    to: Option<String>,
+}
+
+impl From<WindowArgs> for Window {
+    fn from(w: WindowArgs) -> Self {
+        Window { since: w.since, from: w.from, to: w.to }
+    }
 }
 
 fn print<T: Serialize>(value: &T) -> Result<(), CliError> {
@@ -35,24 +70,31 @@ fn print<T: Serialize>(value: &T) -> Result<(), CliError> {
     Ok(())
 }
 
+fn cli_error(e: QueryError) -> CliError {
+    match e {
+        QueryError::Bad(reason) | QueryError::NotFound(reason) => input(reason),
+        QueryError::Store(e) => CliError::Failed(e.into()),
+    }
+}
+
 pub async fn run(ctx: &Ctx, cmd: QueryCmd) -> Result<(), CliError> {
-    let store = open_store(&ctx.store).map_err(|e| input(e.to_string()))?;
+    let store = crate::replay::store(ctx).await?;
+    let now = netwatch_schemas::now_ms();
     match cmd {
-        QueryCmd::Dn { tserver, dn } => match store.dn(tserver, &dn).await? {
-            Some(row) => print(&row),
-            None => Err(input(format!("T-Server {tserver} has no DN {dn} in the projection"))),
-        },
-        QueryCmd::Dns { tserver } => print(&store.dns(tserver).await?),
-        QueryCmd::Calls { tserver, dn, since, limit } => {
-            let since = since_ms(since.as_deref(), netwatch_schemas::now_ms()).map_err(input)?;
-            if !(1..=1000).contains(&limit) {
-                return Err(input(format!("limit must be 1..1000, got {limit}")));
+        QueryCmd::Dn { tserver, dn } => print(&query::dn(&store, tserver, &dn).await.map_err(cli_error)?),
+        QueryCmd::Dns { tserver } => print(&query::dns(&store, tserver).await.map_err(cli_error)?),
+        QueryCmd::Calls { tserver, dn, window, limit, page } => {
+            let page = query::dn_calls(&store, tserver, &dn, &window.into(), Some(limit), page.as_deref(), now).await.map_err(cli_error)?;
+            print(&page.items)?;
+            if let Some(token) = page.next_page {
+                eprintln!("next page: {token}");
             }
-            print(&store.dn_calls(tserver, &dn, since, limit).await?)
+            Ok(())
         }
-        QueryCmd::Call { tserver, connid } => match store.call(tserver, &connid).await? {
-            Some(row) => print(&row),
-            None => Err(input(format!("T-Server {tserver} has no call {connid} in the projection"))),
-        },
+        QueryCmd::Call { tserver, connid } => print(&query::call(&store, tserver, &connid).await.map_err(cli_error)?),
+        QueryCmd::Current { tserver, dn } => print(&query::current(&store, tserver, dn.as_deref(), now).await.map_err(cli_error)?),
+        QueryCmd::Stats { tserver, dn, window } => {
+            print(&query::intervals(&store, tserver, dn.as_deref(), &window.into(), now).await.map_err(cli_error)?)
+        }
     }
 }

@@ -12,7 +12,7 @@ use netwatch_producers::sim::traffic::TrafficConfig;
 use netwatch_producers::sim::{SimConfig, SimMode};
 use netwatch_projections::http::{router, serve as serve_http, ApiState};
 use netwatch_projections::runner::Metrics;
-use netwatch_projections::{open_store, Projection};
+use netwatch_projections::Projection;
 use netwatch_schemas::config::{ConfigChange, Dn, DnType, TServer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -91,7 +91,13 @@ pub enum ProjectionsCmd {
         /// dn-state, call-history, or all.
         #[arg(long, default_value = "all")]
         projection: String,
+        /// Consumer group name (after the topic prefix): instances writing the same store
+        /// share it and split the partitions; another store needs another group.
+        #[arg(long, env = "NETWATCH_PROJECTION_GROUP", default_value = "projection")]
+        group: String,
     },
+    /// Print a stable digest of a projection's current content.
+    Checksum(crate::replay::ChecksumArgs),
 }
 
 #[derive(Args, Debug)]
@@ -184,23 +190,28 @@ fn projections_named(name: &str) -> Result<Vec<Projection>, CliError> {
 }
 
 pub async fn projections(ctx: &Ctx, cmd: ProjectionsCmd) -> Result<(), CliError> {
-    let ProjectionsCmd::Run { projection } = cmd;
+    let (projection, group) = match cmd {
+        ProjectionsCmd::Run { projection, group } => (projection, group),
+        ProjectionsCmd::Checksum(args) => return crate::replay::checksum(ctx, args).await,
+    };
     let which = projections_named(&projection)?;
-    let store = open_store(&ctx.store).map_err(|e| input(e.to_string()))?;
+    let store = crate::replay::store(ctx).await?;
     let shutdown = shutdown_on_signal();
     let log = ctx.log()?;
     let mut tasks = JoinSet::new();
     for p in which {
-        let (log, store, shutdown) = (log.clone(), store.clone(), shutdown.clone());
+        let (log, store, shutdown, group) = (log.clone(), store.clone(), shutdown.clone(), group.clone());
         tasks.spawn(async move {
-            netwatch_projections::run(log, store, p, Arc::new(Metrics::default()), shutdown).await.map_err(anyhow::Error::from)
+            netwatch_projections::runner::run_in_group(log, store, p, &group, Arc::new(Metrics::default()), shutdown)
+                .await
+                .map_err(anyhow::Error::from)
         });
     }
     join_all(tasks).await
 }
 
 pub async fn serve(ctx: &Ctx, args: ServeArgs) -> Result<(), CliError> {
-    let store = open_store(&ctx.store).map_err(|e| input(e.to_string()))?;
+    let store = crate::replay::store(ctx).await?;
     let listener = TcpListener::bind(&args.listen).await.map_err(|e| input(format!("cannot listen on {}: {e}", args.listen)))?;
     info!(addr = %listener.local_addr()?, "HTTP API listening.");
     let app = router(ApiState { store, metrics: Vec::new() }).merge(crate::status::router(ctx.log()?, Liveness::default()));
@@ -254,7 +265,7 @@ fn sim_dn(tserver: i32, i: i32) -> String {
 }
 
 pub async fn up(ctx: &Ctx, args: UpArgs) -> Result<(), CliError> {
-    let store = open_store(&ctx.store).map_err(|e| input(e.to_string()))?;
+    let store = crate::replay::store(ctx).await?;
     let listener = TcpListener::bind(&args.listen).await.map_err(|e| input(format!("cannot listen on {}: {e}", args.listen)))?;
     wait_until_ready(&ctx.kafka, Duration::from_secs(30)).await?;
     create_topics(&ctx.kafka, &ctx.topics).await?;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -13,8 +13,9 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::runner::Metrics;
-use crate::store::{AnyStore, Store, StoreError};
+use crate::query::{self, QueryError, Window};
+use crate::runner::{Metrics, Projection};
+use crate::store::{current_gen, AnyStore, Store, StoreError};
 
 /// What handlers share.
 #[derive(Clone)]
@@ -39,15 +40,35 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<QueryError> for ApiError {
+    fn from(e: QueryError) -> Self {
+        match e {
+            QueryError::Bad(reason) => ApiError(StatusCode::BAD_REQUEST, reason),
+            QueryError::NotFound(reason) => ApiError(StatusCode::NOT_FOUND, reason),
+            QueryError::Store(e) => e.into(),
+        }
+    }
+}
+
+/// The OpenAPI document of this API.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
 /// The routes.
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
+        .route("/v1/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }))
+        .route("/v1/projections", get(projections))
         .route("/v1/tservers/{tserver}/dns", get(dns))
         .route("/v1/tservers/{tserver}/dns/{dn}", get(dn))
         .route("/v1/tservers/{tserver}/dns/{dn}/calls", get(dn_calls))
+        .route("/v1/tservers/{tserver}/dns/{dn}/stats/current", get(dn_current))
+        .route("/v1/tservers/{tserver}/dns/{dn}/stats/intervals", get(dn_intervals))
+        .route("/v1/tservers/{tserver}/stats/current", get(tserver_current))
+        .route("/v1/tservers/{tserver}/stats/intervals", get(tserver_intervals))
         .route("/v1/tservers/{tserver}/calls/{connid}", get(call))
+        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such path; see /v1/openapi.json".into()) })
         .with_state(state)
 }
 
@@ -62,21 +83,15 @@ pub async fn serve(listener: TcpListener, app: Router, mut shutdown: watch::Rece
 }
 
 async fn dns(State(s): State<ApiState>, Path(tserver): Path<i32>) -> Result<Response, ApiError> {
-    Ok(Json(s.store.dns(tserver).await?).into_response())
+    Ok(Json(query::dns(&s.store, tserver).await?).into_response())
 }
 
 async fn dn(State(s): State<ApiState>, Path((tserver, dn)): Path<(i32, String)>) -> Result<Response, ApiError> {
-    match s.store.dn(tserver, &dn).await? {
-        Some(row) => Ok(Json(row).into_response()),
-        None => Err(ApiError(StatusCode::NOT_FOUND, format!("T-Server {tserver} has no DN {dn} in the projection"))),
-    }
+    Ok(Json(query::dn(&s.store, tserver, &dn).await?).into_response())
 }
 
 async fn call(State(s): State<ApiState>, Path((tserver, connid)): Path<(i32, String)>) -> Result<Response, ApiError> {
-    match s.store.call(tserver, &connid).await? {
-        Some(row) => Ok(Json(row).into_response()),
-        None => Err(ApiError(StatusCode::NOT_FOUND, format!("T-Server {tserver} has no call {connid} in the projection"))),
-    }
+    Ok(Json(query::call(&s.store, tserver, &connid).await?).into_response())
 }
 
 /// Query of the calls of a DN.
@@ -84,8 +99,20 @@ async fn call(State(s): State<ApiState>, Path((tserver, connid)): Path<(i32, Str
 pub struct CallsQuery {
     /// Only calls that started within this duration before now (`15m`, `2h`, `1d`).
     pub since: Option<String>,
+    /// Only calls that started at or after this time (ms since the epoch or RFC 3339).
+    pub from: Option<String>,
+    /// Only calls that started before this time.
+    pub to: Option<String>,
     /// At most this many rows (default 100, at most 1000).
-    pub limit: Option<usize>,
+    pub limit: Option<String>,
+    /// The `x-next-page` token of the previous page.
+    pub page: Option<String>,
+}
+
+/// Parse an optional number parameter; the error is one line.
+fn number(name: &str, text: Option<&str>) -> Result<Option<usize>, ApiError> {
+    text.map(|t| t.parse().map_err(|_| ApiError(StatusCode::BAD_REQUEST, format!("{name} {t:?} is not a whole number"))))
+        .transpose()
 }
 
 /// Parse a `since` duration into a lower bound on start time; the error is one line.
@@ -105,12 +132,53 @@ async fn dn_calls(
     Path((tserver, dn)): Path<(i32, String)>,
     Query(q): Query<CallsQuery>,
 ) -> Result<Response, ApiError> {
-    let since = since_ms(q.since.as_deref(), netwatch_schemas::now_ms()).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError(StatusCode::BAD_REQUEST, format!("limit must be 1..1000, got {limit}")));
+    let window = Window { since: q.since, from: q.from, to: q.to };
+    let limit = number("limit", q.limit.as_deref())?;
+    let page = query::dn_calls(&s.store, tserver, &dn, &window, limit, q.page.as_deref(), netwatch_schemas::now_ms()).await?;
+    let mut response = Json(page.items).into_response();
+    if let Some(token) = page.next_page.and_then(|t| HeaderValue::from_str(&t).ok()) {
+        response.headers_mut().insert("x-next-page", token);
     }
-    Ok(Json(s.store.dn_calls(tserver, &dn, since, limit).await?).into_response())
+    Ok(response)
+}
+
+async fn dn_current(State(s): State<ApiState>, Path((tserver, dn)): Path<(i32, String)>) -> Result<Response, ApiError> {
+    let mut rows = query::current(&s.store, tserver, Some(&dn), netwatch_schemas::now_ms()).await?;
+    Ok(Json(rows.pop()).into_response())
+}
+
+async fn tserver_current(State(s): State<ApiState>, Path(tserver): Path<i32>) -> Result<Response, ApiError> {
+    Ok(Json(query::current(&s.store, tserver, None, netwatch_schemas::now_ms()).await?).into_response())
+}
+
+async fn dn_intervals(
+    State(s): State<ApiState>,
+    Path((tserver, dn)): Path<(i32, String)>,
+    Query(w): Query<Window>,
+) -> Result<Response, ApiError> {
+    Ok(Json(query::intervals(&s.store, tserver, Some(&dn), &w, netwatch_schemas::now_ms()).await?).into_response())
+}
+
+async fn tserver_intervals(State(s): State<ApiState>, Path(tserver): Path<i32>, Query(w): Query<Window>) -> Result<Response, ApiError> {
+    Ok(Json(query::intervals(&s.store, tserver, None, &w, netwatch_schemas::now_ms()).await?).into_response())
+}
+
+async fn projections(State(s): State<ApiState>) -> Result<Response, ApiError> {
+    let mut out = Vec::new();
+    for p in Projection::ALL {
+        let generations = s.store.generations(p.name()).await?;
+        let gen = current_gen(&s.store, p.name()).await?;
+        let positions: Vec<_> = s
+            .store
+            .positions(p.name(), gen)
+            .await?
+            .into_iter()
+            .map(|((topic, partition), next)| serde_json::json!({ "topic": topic, "partition": partition, "next_offset": next }))
+            .collect();
+        let generations: Vec<_> = generations.into_iter().map(|(g, st)| serde_json::json!({ "gen": g, "state": st })).collect();
+        out.push(serde_json::json!({ "projection": p.name(), "current": gen, "generations": generations, "positions": positions }));
+    }
+    Ok(Json(out).into_response())
 }
 
 async fn metrics(State(s): State<ApiState>) -> String {

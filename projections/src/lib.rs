@@ -1,4 +1,4 @@
-//! Projections: DN state and call history folded from `config` and `calls` into a
+//! Projections: DN state, call history and statistics folded from `config` and `calls` into a
 //! store, and the query API over them.
 //!
 //! The folds are pure functions ([`dn_state`], [`call_history`]); the [`runner`] moves
@@ -8,9 +8,12 @@
 pub mod call_history;
 pub mod dn_state;
 pub mod http;
+pub mod query;
+pub mod replay;
 pub mod rows;
 pub mod runner;
+pub mod stats;
 pub mod store;
 
 pub use runner::{run, Projection};
-pub use store::{open_store, AnyStore, Store, StoreError};
+pub use store::{checksum, current_gen, open_store, AnyStore, Store, StoreError};

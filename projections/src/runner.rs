@@ -3,6 +3,11 @@
 //! Each projection is its own consumer group. Assigned partitions start at the position
 //! stored with the rows; records are applied in batches, and every batch's rows and
 //! next positions are written in one store write, so a crash anywhere re-applies nothing.
+//!
+//! A runner always extends the current generation of its projection; `netwatch replay`
+//! builds a new generation beside it and switches readers over, and the runner notices
+//! (it checks every second, and a write to a retired generation is refused) and moves to
+//! the new generation's group, resuming at the positions replay stored.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,7 +24,7 @@ use tracing::{error, info};
 use crate::call_history;
 use crate::dn_state::{self, Target};
 use crate::rows::DnState;
-use crate::store::{Batch, Store, StoreError};
+use crate::store::{current_gen, gen_key, Batch, Gen, GenState, Store, StoreError};
 
 /// The projections there are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,39 +82,118 @@ pub struct Metrics {
     pub dead_lettered: AtomicU64,
 }
 
-/// The generation every projection writes today (replay adds more).
-pub const GENERATION: &str = "g1";
-
+/// Records applied per store write at most.
 const MAX_BATCH: usize = 500;
 
-/// Run one projection until `shutdown` turns true.
+/// How often a runner checks whether its generation is still the current one.
+const GENERATION_CHECK: Duration = Duration::from_secs(1);
+
+/// The consumer group of a projection generation: `{prefix}{group}.{projection}.g{gen}`.
+/// Instances writing one store share `group` (default `projection`) and so split the
+/// partitions; instances writing different stores must use different groups.
+pub fn group_name(log: &Log, group: &str, projection: Projection, gen: Gen) -> String {
+    format!("{}{group}.{}", log.topics.prefix, gen_key(projection.name(), gen))
+}
+
+/// How a generation run ends.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// `shutdown` turned true.
+    Shutdown,
+    /// Another generation became current (replay switched readers over).
+    Switched,
+}
+
+/// Run one projection until `shutdown` turns true, in group `projection`.
 pub async fn run<S: Store>(
     log: Log,
     store: S,
     projection: Projection,
     metrics: Arc<Metrics>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<(), ProjectionError> {
-    let key = format!("{}.{GENERATION}", projection.name());
-    let group = format!("{}projection.{key}", log.topics.prefix);
+    run_in_group(log, store, projection, "projection", metrics, shutdown).await
+}
+
+/// Run one projection until `shutdown` turns true, always extending the *current*
+/// generation: when `netwatch replay` switches readers to a new generation, the runner
+/// leaves the old generation's group and continues the new one from the positions
+/// stored with its rows.
+pub async fn run_in_group<S: Store>(
+    log: Log,
+    store: S,
+    projection: Projection,
+    group: &str,
+    metrics: Arc<Metrics>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), ProjectionError> {
+    if store.generations(projection.name()).await?.is_empty() {
+        store.set_generation(projection.name(), 1, GenState::Current).await?;
+    }
+    loop {
+        let gen = current_gen(&store, projection.name()).await?;
+        match run_generation(&log, &store, projection, gen, group, metrics.clone(), shutdown.clone(), true).await? {
+            Ended::Shutdown => return Ok(()),
+            Ended::Switched => {
+                info!(projection = projection.name(), from = gen, "A new generation is current; following it.");
+            }
+        }
+    }
+}
+
+/// Apply the log to generation `gen` of a projection until `stop` turns true, or (when
+/// `follow`) until `gen` is no longer the current generation.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_generation<S: Store>(
+    log: &Log,
+    store: &S,
+    projection: Projection,
+    gen: Gen,
+    group: &str,
+    metrics: Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+    follow: bool,
+) -> Result<Ended, ProjectionError> {
+    let group = group_name(log, group, projection, gen);
     let handle = tokio::runtime::Handle::current();
     let positions = {
-        let (store, key) = (store.clone(), key.clone());
+        let store = store.clone();
         StartAt::Stored(Arc::new(move |topic: &str, partition| {
-            handle.block_on(store.position(&key, topic, partition)).map_err(|e| e.to_string())
+            handle.block_on(store.position(projection.name(), gen, topic, partition)).map_err(|e| e.to_string())
         }))
     };
-    let topics = projection.topics().iter().map(|t| log.topic(*t)).collect();
+    let topics: Vec<String> = projection.topics().iter().map(|t| log.topic(*t)).collect();
     let mut consumer = spawn_group_consumer(
         &log.kafka,
-        GroupOptions { group: group.clone(), topics, start: positions, revoke_timeout: Duration::from_secs(30), cooperative: false },
+        GroupOptions { group: group.clone(), topics: topics.clone(), start: positions, revoke_timeout: Duration::from_secs(30), cooperative: false },
     )?;
-    let mut applier = Applier { projection, key, store, dead: log.dead_letter(&group), config_topic: log.topic(Topic::Config), metrics };
-    info!(projection = projection.name(), %group, "Projection started.");
+    let mut applier = Applier {
+        projection,
+        gen,
+        store: store.clone(),
+        dead: log.dead_letter(&group),
+        config_topic: log.topic(Topic::Config),
+        topics,
+        known: BTreeMap::new(),
+        metrics,
+    };
+    info!(projection = projection.name(), gen, %group, "Projection started.");
+    let mut check = tokio::time::interval(GENERATION_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let result = loop {
+        if *stop.borrow() {
+            break Ok(Ended::Shutdown);
+        }
         let first = tokio::select! {
-            _ = shutdown.changed() => break Ok(()),
-            event = consumer.events.recv() => match event { Some(e) => e, None => break Ok(()) },
+            _ = stop.changed() => continue,
+            _ = check.tick(), if follow => {
+                match current_gen(store, projection.name()).await {
+                    Ok(current) if current != gen => break Ok(Ended::Switched),
+                    Ok(_) => continue,
+                    Err(e) => break Err(e.into()),
+                }
+            }
+            event = consumer.events.recv() => match event { Some(e) => e, None => break Ok(Ended::Shutdown) },
         };
         let mut records = Vec::new();
         let mut control = None;
@@ -127,13 +211,18 @@ pub async fn run<S: Store>(
             }
         }
         if !records.is_empty() {
-            if let Err(e) = applier.apply(records).await {
-                error!(projection = projection.name(), error = %e, "Applying a batch failed; stopping.");
-                break Err(e);
+            match applier.apply(records).await {
+                Ok(()) => {}
+                Err(ProjectionError::Store(StoreError::Retired { .. })) if follow => break Ok(Ended::Switched),
+                Err(e) => {
+                    error!(projection = projection.name(), error = %e, "Applying a batch failed; stopping.");
+                    break Err(e);
+                }
             }
         }
         match control {
             Some(ConsumerEvent::Revoked { ack, .. }) => {
+                applier.known.clear();
                 let _ = ack.send(());
             }
             Some(ConsumerEvent::Fatal(reason)) => break Err(ProjectionError::Fatal(reason)),
@@ -141,24 +230,33 @@ pub async fn run<S: Store>(
         }
     };
     consumer.stop().await;
-    info!(projection = projection.name(), "Projection stopped.");
+    info!(projection = projection.name(), gen, "Projection stopped.");
     result
 }
 
 struct Applier<S: Store> {
     projection: Projection,
-    key: String,
+    gen: Gen,
     store: S,
     dead: DeadLetter,
     config_topic: String,
+    /// The topics read, for position stamps.
+    topics: Vec<String>,
+    /// Next offset per (topic, partition) as far as this runner knows.
+    known: BTreeMap<(String, i32), i64>,
     metrics: Arc<Metrics>,
 }
 
 impl<S: Store> Applier<S> {
     async fn apply(&mut self, records: Vec<Record>) -> Result<(), ProjectionError> {
-        let mut batch = Batch::new(&self.key);
+        let mut batch = Batch::new(self.projection.name(), self.gen);
         for r in &records {
             batch.positions.insert((r.topic.clone(), r.partition), r.offset + 1);
+            self.known.insert((r.topic.clone(), r.partition), r.offset + 1);
+            let stamp = self.stamp(r.partition).await?;
+            if let Some(tserver) = r.key_str().parse::<i32>().ok() {
+                batch.stamps.insert(tserver, stamp);
+            }
             let Some(value) = r.value.as_deref() else { continue };
             let outcome = if r.topic == self.config_topic {
                 match decode::<ConfigEvent>(value) {
@@ -183,6 +281,25 @@ impl<S: Store> Applier<S> {
         }
         self.store.write(batch).await?;
         Ok(())
+    }
+
+    /// The position a partition's rows reflect: the sum of its next offsets over the
+    /// topics read.
+    async fn stamp(&mut self, partition: i32) -> Result<i64, StoreError> {
+        let mut sum = 0;
+        for topic in self.topics.clone() {
+            let key = (topic, partition);
+            let next = match self.known.get(&key) {
+                Some(n) => *n,
+                None => {
+                    let n = self.store.position(self.projection.name(), self.gen, &key.0, partition).await?.unwrap_or(0);
+                    self.known.insert(key, n);
+                    n
+                }
+            };
+            sum += next;
+        }
+        Ok(sum)
     }
 
     async fn config(&self, batch: &mut Batch, event: &ConfigEvent) -> Result<(), StoreError> {
@@ -211,7 +328,7 @@ impl<S: Store> Applier<S> {
                 }
                 Target::AllDns => {
                     let mut rows: BTreeMap<String, DnState> =
-                        self.store.dns(event.tserver).await?.into_iter().map(|r| (r.dn.clone(), r)).collect();
+                        self.store.dns(self.gen, event.tserver).await?.into_iter().map(|r| (r.dn.clone(), r)).collect();
                     for ((t, dn), row) in &batch.dns {
                         if *t == event.tserver {
                             rows.insert(dn.clone(), row.clone());
@@ -228,7 +345,7 @@ impl<S: Store> Applier<S> {
                     let key = (event.tserver, t.connid.clone());
                     let current = match batch.calls.get(&key) {
                         Some(c) => Some(c.clone()),
-                        None => self.store.call(key.0, &key.1).await?,
+                        None => self.store.call(self.gen, key.0, &key.1).await?,
                     };
                     batch.calls.insert(key, call_history::apply(current, event.tserver, t, event.server_time_ms));
                 }
@@ -240,7 +357,7 @@ impl<S: Store> Applier<S> {
     async fn dn(&self, batch: &Batch, tserver: i32, dn: &str) -> Result<Option<DnState>, StoreError> {
         match batch.dns.get(&(tserver, dn.to_string())) {
             Some(row) => Ok(Some(row.clone())),
-            None => self.store.dn(tserver, dn).await,
+            None => self.store.dn(self.gen, tserver, dn).await,
         }
     }
 }

@@ -1,28 +1,49 @@
 //! The embedded store: one SQLite database file (WAL mode, so queries from other
-//! processes read while a projection writes).
+//! processes read while a projection writes). Rows are JSON text keyed like the
+//! ScyllaDB tables (schemas/cql/projections.cql).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{Batch, Store, StoreError};
+use super::{interval_of, Batch, CallsPage, Gen, GenState, Store, StoreError};
 use crate::rows::{CallRecord, DnCall, DnState};
 
+/// Bumped when the tables change; an older database's projection tables are dropped
+/// and rebuilt from the log (they hold nothing the log does not).
+const SCHEMA_VERSION: i64 = 2;
+
 const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS generations (
+    projection TEXT NOT NULL, gen INTEGER NOT NULL, state TEXT NOT NULL,
+    PRIMARY KEY (projection, gen));
 CREATE TABLE IF NOT EXISTS positions (
-    projection TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL, next_offset INTEGER NOT NULL,
-    PRIMARY KEY (projection, topic, partition));
+    projection TEXT NOT NULL, gen INTEGER NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL, next_offset INTEGER NOT NULL,
+    PRIMARY KEY (projection, gen, topic, partition));
 CREATE TABLE IF NOT EXISTS dn_state (
-    tserver INTEGER NOT NULL, dn TEXT NOT NULL, row TEXT NOT NULL,
-    PRIMARY KEY (tserver, dn));
+    gen INTEGER NOT NULL, tserver INTEGER NOT NULL, dn TEXT NOT NULL, row TEXT NOT NULL,
+    PRIMARY KEY (gen, tserver, dn));
 CREATE TABLE IF NOT EXISTS calls (
-    tserver INTEGER NOT NULL, connid TEXT NOT NULL, row TEXT NOT NULL,
-    PRIMARY KEY (tserver, connid));
+    gen INTEGER NOT NULL, tserver INTEGER NOT NULL, connid TEXT NOT NULL, row TEXT NOT NULL,
+    PRIMARY KEY (gen, tserver, connid));
 CREATE TABLE IF NOT EXISTS dn_calls (
-    tserver INTEGER NOT NULL, dn TEXT NOT NULL, started_ms INTEGER NOT NULL, connid TEXT NOT NULL, row TEXT NOT NULL,
-    PRIMARY KEY (tserver, dn, started_ms, connid));
+    gen INTEGER NOT NULL, tserver INTEGER NOT NULL, dn TEXT NOT NULL, started_ms INTEGER NOT NULL, connid TEXT NOT NULL, row TEXT NOT NULL,
+    PRIMARY KEY (gen, tserver, dn, started_ms, connid));
+CREATE TABLE IF NOT EXISTS interval_legs (
+    gen INTEGER NOT NULL, tserver INTEGER NOT NULL, interval_ms INTEGER NOT NULL, dn TEXT NOT NULL, started_ms INTEGER NOT NULL,
+    connid TEXT NOT NULL, row TEXT NOT NULL,
+    PRIMARY KEY (gen, tserver, interval_ms, dn, started_ms, connid));
 ";
+
+/// Tables of each projection's rows.
+fn tables(projection: &str) -> &'static [&'static str] {
+    match projection {
+        "dn-state" => &["dn_state"],
+        _ => &["calls", "dn_calls", "interval_legs"],
+    }
+}
 
 /// SQLite behind a mutex; every call is short.
 #[derive(Clone)]
@@ -42,7 +63,17 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.execute_batch(SCHEMA)?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version < SCHEMA_VERSION {
+            conn.execute_batch(
+                "BEGIN IMMEDIATE;
+                 DROP TABLE IF EXISTS positions; DROP TABLE IF EXISTS dn_state; DROP TABLE IF EXISTS calls;
+                 DROP TABLE IF EXISTS dn_calls; DROP TABLE IF EXISTS interval_legs; DROP TABLE IF EXISTS generations;",
+            )?;
+            conn.execute_batch(SCHEMA)?;
+            conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            conn.execute_batch("COMMIT;")?;
+        }
         Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
     }
 
@@ -57,70 +88,174 @@ fn rows<T: serde::de::DeserializeOwned>(stmt: &mut rusqlite::Statement<'_>, para
     texts.iter().map(|t| serde_json::from_str(t).map_err(StoreError::from)).collect()
 }
 
+fn gen_state(c: &Connection, projection: &str, gen: Gen) -> Result<Option<GenState>, StoreError> {
+    let s: Option<String> = c
+        .query_row("SELECT state FROM generations WHERE projection = ?1 AND gen = ?2", params![projection, gen], |r| r.get(0))
+        .optional()?;
+    s.map(|s| GenState::parse(&s)).transpose()
+}
+
 impl Store for SqliteStore {
-    async fn position(&self, projection: &str, topic: &str, partition: i32) -> Result<Option<i64>, StoreError> {
+    async fn generations(&self, projection: &str) -> Result<Vec<(Gen, GenState)>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached("SELECT gen, state FROM generations WHERE projection = ?1 ORDER BY gen")?;
+            let raw: Vec<(Gen, String)> = stmt.query_map(params![projection], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+            raw.into_iter().map(|(g, s)| Ok((g, GenState::parse(&s)?))).collect()
+        })
+    }
+
+    async fn set_generation(&self, projection: &str, gen: Gen, state: GenState) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR REPLACE INTO generations (projection, gen, state) VALUES (?1, ?2, ?3)",
+                params![projection, gen, state.as_str()],
+            )?;
+            Ok(())
+        })
+    }
+
+    async fn switch_generation(&self, projection: &str, from: Option<Gen>, to: Gen) -> Result<(), StoreError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            if let Some(from) = from {
+                tx.execute("INSERT OR REPLACE INTO generations (projection, gen, state) VALUES (?1, ?2, 'retired')", params![projection, from])?;
+            }
+            tx.execute("INSERT OR REPLACE INTO generations (projection, gen, state) VALUES (?1, ?2, 'current')", params![projection, to])?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    async fn drop_generation(&self, projection: &str, gen: Gen) -> Result<(), StoreError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            for table in tables(projection) {
+                tx.execute(&format!("DELETE FROM {table} WHERE gen = ?1"), params![gen])?;
+            }
+            tx.execute("DELETE FROM positions WHERE projection = ?1 AND gen = ?2", params![projection, gen])?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    async fn position(&self, projection: &str, gen: Gen, topic: &str, partition: i32) -> Result<Option<i64>, StoreError> {
         self.with(|c| {
             Ok(c.query_row(
-                "SELECT next_offset FROM positions WHERE projection = ?1 AND topic = ?2 AND partition = ?3",
-                params![projection, topic, partition],
+                "SELECT next_offset FROM positions WHERE projection = ?1 AND gen = ?2 AND topic = ?3 AND partition = ?4",
+                params![projection, gen, topic, partition],
                 |r| r.get(0),
             )
             .optional()?)
         })
     }
 
-    async fn dn(&self, tserver: i32, dn: &str) -> Result<Option<DnState>, StoreError> {
+    async fn positions(&self, projection: &str, gen: Gen) -> Result<BTreeMap<(String, i32), i64>, StoreError> {
         self.with(|c| {
-            let mut stmt = c.prepare_cached("SELECT row FROM dn_state WHERE tserver = ?1 AND dn = ?2")?;
-            Ok(rows(&mut stmt, params![tserver, dn])?.pop())
+            let mut stmt = c.prepare_cached("SELECT topic, partition, next_offset FROM positions WHERE projection = ?1 AND gen = ?2")?;
+            let all = stmt.query_map(params![projection, gen], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))?.collect::<Result<_, _>>()?;
+            Ok(all)
         })
     }
 
-    async fn dns(&self, tserver: i32) -> Result<Vec<DnState>, StoreError> {
+    async fn dn(&self, gen: Gen, tserver: i32, dn: &str) -> Result<Option<DnState>, StoreError> {
         self.with(|c| {
-            let mut stmt = c.prepare_cached("SELECT row FROM dn_state WHERE tserver = ?1 ORDER BY dn")?;
-            rows(&mut stmt, params![tserver])
+            let mut stmt = c.prepare_cached("SELECT row FROM dn_state WHERE gen = ?1 AND tserver = ?2 AND dn = ?3")?;
+            Ok(rows(&mut stmt, params![gen, tserver, dn])?.pop())
         })
     }
 
-    async fn call(&self, tserver: i32, connid: &str) -> Result<Option<CallRecord>, StoreError> {
+    async fn dns(&self, gen: Gen, tserver: i32) -> Result<Vec<DnState>, StoreError> {
         self.with(|c| {
-            let mut stmt = c.prepare_cached("SELECT row FROM calls WHERE tserver = ?1 AND connid = ?2")?;
-            Ok(rows(&mut stmt, params![tserver, connid])?.pop())
+            let mut stmt = c.prepare_cached("SELECT row FROM dn_state WHERE gen = ?1 AND tserver = ?2 ORDER BY dn")?;
+            rows(&mut stmt, params![gen, tserver])
         })
     }
 
-    async fn dn_calls(&self, tserver: i32, dn: &str, since_ms: i64, limit: usize) -> Result<Vec<DnCall>, StoreError> {
+    async fn call(&self, gen: Gen, tserver: i32, connid: &str) -> Result<Option<CallRecord>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached("SELECT row FROM calls WHERE gen = ?1 AND tserver = ?2 AND connid = ?3")?;
+            Ok(rows(&mut stmt, params![gen, tserver, connid])?.pop())
+        })
+    }
+
+    async fn dn_calls(&self, gen: Gen, tserver: i32, dn: &str, page: &CallsPage) -> Result<Vec<DnCall>, StoreError> {
+        let (before_ms, before_connid) = match &page.after {
+            Some(c) => (c.started_ms, c.connid.clone()),
+            None => (page.to_ms, String::new()),
+        };
         self.with(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT row FROM dn_calls WHERE tserver = ?1 AND dn = ?2 AND started_ms >= ?3 ORDER BY started_ms DESC, connid DESC LIMIT ?4",
+                "SELECT row FROM dn_calls WHERE gen = ?1 AND tserver = ?2 AND dn = ?3 AND started_ms >= ?4
+                 AND (started_ms, connid) < (?5, ?6) ORDER BY started_ms DESC, connid DESC LIMIT ?7",
             )?;
-            rows(&mut stmt, params![tserver, dn, since_ms, limit as i64])
+            rows(&mut stmt, params![gen, tserver, dn, page.from_ms, before_ms, before_connid, page.limit as i64])
+        })
+    }
+
+    async fn interval_legs(&self, gen: Gen, tserver: i32, interval_ms: i64, dn: Option<&str>) -> Result<Vec<DnCall>, StoreError> {
+        self.with(|c| match dn {
+            Some(dn) => {
+                let mut stmt = c.prepare_cached(
+                    "SELECT row FROM interval_legs WHERE gen = ?1 AND tserver = ?2 AND interval_ms = ?3 AND dn = ?4 ORDER BY started_ms, connid",
+                )?;
+                rows(&mut stmt, params![gen, tserver, interval_ms, dn])
+            }
+            None => {
+                let mut stmt = c.prepare_cached(
+                    "SELECT row FROM interval_legs WHERE gen = ?1 AND tserver = ?2 AND interval_ms = ?3 ORDER BY dn, started_ms, connid",
+                )?;
+                rows(&mut stmt, params![gen, tserver, interval_ms])
+            }
+        })
+    }
+
+    async fn dump(&self, projection: &str, gen: Gen) -> Result<Vec<String>, StoreError> {
+        let sql = match projection {
+            "dn-state" => "SELECT row FROM dn_state WHERE gen = ?1 ORDER BY tserver, dn",
+            _ => "SELECT row FROM calls WHERE gen = ?1 ORDER BY tserver, connid",
+        };
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(sql)?;
+            let all = stmt.query_map(params![gen], |r| r.get::<_, String>(0))?.collect::<Result<_, _>>()?;
+            Ok(all)
         })
     }
 
     async fn write(&self, batch: Batch) -> Result<(), StoreError> {
+        let legs = batch.legs();
         self.with(|c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            if gen_state(&tx, &batch.projection, batch.gen)? == Some(GenState::Retired) {
+                return Err(StoreError::Retired { projection: batch.projection.clone(), gen: batch.gen });
+            }
             {
-                let mut put_dn = tx.prepare_cached("INSERT OR REPLACE INTO dn_state (tserver, dn, row) VALUES (?1, ?2, ?3)")?;
+                let gen = batch.gen;
+                let mut put_dn = tx.prepare_cached("INSERT OR REPLACE INTO dn_state (gen, tserver, dn, row) VALUES (?1, ?2, ?3, ?4)")?;
                 for ((tserver, dn), row) in &batch.dns {
-                    put_dn.execute(params![tserver, dn, serde_json::to_string(row)?])?;
+                    put_dn.execute(params![gen, tserver, dn, serde_json::to_string(row)?])?;
                 }
-                let mut put_call = tx.prepare_cached("INSERT OR REPLACE INTO calls (tserver, connid, row) VALUES (?1, ?2, ?3)")?;
-                let mut put_dn_call = tx
-                    .prepare_cached("INSERT OR REPLACE INTO dn_calls (tserver, dn, started_ms, connid, row) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+                let mut put_call = tx.prepare_cached("INSERT OR REPLACE INTO calls (gen, tserver, connid, row) VALUES (?1, ?2, ?3, ?4)")?;
                 for ((tserver, connid), call) in &batch.calls {
-                    put_call.execute(params![tserver, connid, serde_json::to_string(call)?])?;
-                    for row in call.dn_calls() {
-                        put_dn_call.execute(params![tserver, row.dn, row.started_ms, connid, serde_json::to_string(&row)?])?;
+                    put_call.execute(params![gen, tserver, connid, serde_json::to_string(call)?])?;
+                }
+                let mut put_dn_call = tx.prepare_cached(
+                    "INSERT OR REPLACE INTO dn_calls (gen, tserver, dn, started_ms, connid, row) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?;
+                let mut put_leg = tx.prepare_cached(
+                    "INSERT OR REPLACE INTO interval_legs (gen, tserver, interval_ms, dn, started_ms, connid, row) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?;
+                for row in &legs {
+                    let json = serde_json::to_string(row)?;
+                    put_dn_call.execute(params![gen, row.tserver, row.dn, row.started_ms, row.connid, json])?;
+                    if row.ended_ms.is_some() {
+                        put_leg.execute(params![gen, row.tserver, interval_of(row.started_ms), row.dn, row.started_ms, row.connid, json])?;
                     }
                 }
                 let mut put_pos = tx.prepare_cached(
-                    "INSERT OR REPLACE INTO positions (projection, topic, partition, next_offset) VALUES (?1, ?2, ?3, ?4)",
+                    "INSERT OR REPLACE INTO positions (projection, gen, topic, partition, next_offset) VALUES (?1, ?2, ?3, ?4, ?5)",
                 )?;
                 for ((topic, partition), next) in &batch.positions {
-                    put_pos.execute(params![batch.projection, topic, partition, next])?;
+                    put_pos.execute(params![batch.projection, gen, topic, partition, next])?;
                 }
             }
             tx.commit()?;
