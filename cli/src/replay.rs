@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 use netwatch_projections::replay::{replay, Progress, Replayed};
-use netwatch_projections::{checksum as digest, open_store, AnyStore, Projection, StoreError};
+use netwatch_projections::{checksum as digest, open_store, AnyStore, Projection, Store, StoreError};
 use tokio::sync::watch;
 
 use crate::{input, CliError, Ctx};
@@ -42,7 +42,8 @@ pub async fn checksum(ctx: &Ctx, args: ChecksumArgs) -> Result<(), CliError> {
     let p = projection(&args.projection)?;
     let store = store(ctx).await?;
     let (gen, rows, hex) = digest(&store, p.name()).await?;
-    println!("{hex} {} g{gen} {rows} rows", p.name());
+    let at: i64 = store.positions(p.name(), gen).await?.values().sum();
+    println!("{hex} {} g{gen} {rows} rows at {at}", p.name());
     Ok(())
 }
 

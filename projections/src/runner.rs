@@ -225,6 +225,10 @@ pub async fn run_generation<S: Store>(
                 applier.known.clear();
                 let _ = ack.send(());
             }
+            Some(ConsumerEvent::Assigned(partitions)) => {
+                let numbers: Vec<String> = partitions.iter().map(|(t, p)| format!("{t}/{p}")).collect();
+                info!(projection = projection.name(), gen, partitions = %numbers.join(","), "Partitions assigned.");
+            }
             Some(ConsumerEvent::Fatal(reason)) => break Err(ProjectionError::Fatal(reason)),
             _ => {}
         }
