@@ -24,7 +24,19 @@ fn configure(w: &World) -> Vec<String> {
     for t in 1..=TSERVERS {
         let port = free_port();
         endpoints.push(format!("127.0.0.1:{port}"));
-        w.ok(&["config", "tserver", "create", "--id", &t.to_string(), "--name", &format!("TS{t}"), "--host", "127.0.0.1", "--port", &port.to_string()]);
+        w.ok(&[
+            "config",
+            "tserver",
+            "create",
+            "--id",
+            &t.to_string(),
+            "--name",
+            &format!("TS{t}"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+        ]);
         for i in 1..=DNS {
             lines.push_str(&format!("{{\"op\":\"create_dn\",\"tserver\":{t},\"dbid\":{},\"number\":\"{}\"}}\n", t * 100 + i, dn(t, i)));
         }
@@ -105,7 +117,8 @@ fn site(w: &World, endpoints: &[String], rounds: i32, speed: &str) -> Vec<Proc> 
     for (i, ep) in endpoints.iter().enumerate() {
         let t = i as i32 + 1;
         let script = w.file(&format!("ts{t}.jsonl"), &burst(t, rounds));
-        procs.push(w.spawn(&format!("sim{t}"), &["sim", "tserver", "--listen", ep, "--script", script.to_str().unwrap(), "--speed", speed]));
+        procs
+            .push(w.spawn(&format!("sim{t}"), &["sim", "tserver", "--listen", ep, "--script", script.to_str().unwrap(), "--speed", speed]));
     }
     procs.push(w.spawn("dispatcher", &["dispatcher", "--id", "d1"]));
     procs.push(w.spawn("monitor", &["monitor", "--id", "m1", "--heartbeat", "1s"]));
@@ -119,7 +132,8 @@ fn freeze(w: &World, store: &str, monitor: &mut Proc, rounds: i32) -> (usize, us
         let last = format!("t{t}d{DNS}r{}", rounds - 1);
         wait_for(&format!("call {last} to end"), Duration::from_secs(120), || {
             let out = w.run(&["--store", store, "query", "call", &t.to_string(), &last]);
-            let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&out.stderr)))?;
+            let v: serde_json::Value =
+                serde_json::from_slice(&out.stdout).map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&out.stderr)))?;
             if v["outcome"] != "in_progress" {
                 Ok(())
             } else {
@@ -210,8 +224,7 @@ fn log_text(p: &Proc) -> String {
 /// assignment).
 fn held_partitions(p: &Proc, projection: &str, calls_topic: &str) -> Vec<String> {
     let text = log_text(p);
-    let Some(line) = text.lines().filter(|l| l.contains("Partitions assigned.") && l.contains(&format!("\"{projection}\""))).last()
-    else {
+    let Some(line) = text.lines().rev().find(|l| l.contains("Partitions assigned.") && l.contains(&format!("\"{projection}\""))) else {
         return Vec::new();
     };
     let list = line.split("partitions=").nth(1).unwrap_or("").split_whitespace().next().unwrap_or("");
@@ -226,7 +239,8 @@ fn two_instances_split_the_partitions_and_equal_one() {
     let rounds = 4;
     let a = w.spawn("projections-a", &["projections", "run", "--projection", "call-history"]);
     let b = w.spawn("projections-b", &["projections", "run", "--projection", "call-history"]);
-    let refproc = w.spawn("reference", &["--store", &reference, "projections", "run", "--projection", "call-history", "--group", "reference"]);
+    let refproc =
+        w.spawn("reference", &["--store", &reference, "projections", "run", "--projection", "call-history", "--group", "reference"]);
     let guard = logs(&[&a, &b, &refproc]);
     let calls_topic = format!("{}calls", w.prefix);
     let (held_a, held_b) = wait_for("both instances to hold partitions", Duration::from_secs(60), || {
@@ -258,7 +272,8 @@ fn replay_while_serving_switches_without_a_gap() {
     for (i, ep) in endpoints.iter().enumerate() {
         let t = (i + 1).to_string();
         let d = format!("{}-{}", dn(i as i32 + 1, 1), dn(i as i32 + 1, DNS));
-        procs.push(w.spawn(&format!("sim{t}"), &["sim", "tserver", "--listen", ep, "--dns", &d, "--calls-per-minute", "240", "--seed", &t]));
+        procs
+            .push(w.spawn(&format!("sim{t}"), &["sim", "tserver", "--listen", ep, "--dns", &d, "--calls-per-minute", "240", "--seed", &t]));
     }
     procs.push(w.spawn("dispatcher", &["dispatcher", "--id", "d1"]));
     procs.push(w.spawn("monitor", &["monitor", "--id", "m1", "--heartbeat", "1s"]));

@@ -103,7 +103,10 @@ pub async fn run(ctx: &Ctx, args: ReplayArgs) -> Result<(), CliError> {
         Replayed::Switched { from, to } => {
             let (gen, rows, hex) = digest(&store, p.name()).await?;
             let from = from.map(|g| format!("g{g}")).unwrap_or_else(|| "nothing".into());
-            println!("{} rebuilt: readers switched from {from} to g{to}, old generation dropped; checksum {hex} g{gen} {rows} rows", p.name());
+            println!(
+                "{} rebuilt: readers switched from {from} to g{to}, old generation dropped; checksum {hex} g{gen} {rows} rows",
+                p.name()
+            );
             Ok(())
         }
         Replayed::Interrupted { gen } => {

@@ -483,7 +483,8 @@ mod tests {
     #[test]
     fn a1_to_a6_agent_states() {
         use AgentEventKind as K;
-        let steps: [(K, Option<&str>, &str, Option<&str>, i64); 7] = [
+        type Step<'a> = (K, Option<&'a str>, &'a str, Option<&'a str>, i64);
+        let steps: [Step; 7] = [
             (K::Login, None, "not_ready", None, 1),
             (K::Ready, None, "ready", None, 2),
             (K::NotReady, Some("lunch"), "not_ready", Some("lunch"), 3),

@@ -111,8 +111,7 @@ pub struct CallsQuery {
 
 /// Parse an optional number parameter; the error is one line.
 fn number(name: &str, text: Option<&str>) -> Result<Option<usize>, ApiError> {
-    text.map(|t| t.parse().map_err(|_| ApiError(StatusCode::BAD_REQUEST, format!("{name} {t:?} is not a whole number"))))
-        .transpose()
+    text.map(|t| t.parse().map_err(|_| ApiError(StatusCode::BAD_REQUEST, format!("{name} {t:?} is not a whole number")))).transpose()
 }
 
 /// Parse a `since` duration into a lower bound on start time; the error is one line.

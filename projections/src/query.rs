@@ -57,8 +57,8 @@ impl Window {
         };
         let from = match (&self.since, &self.from) {
             (Some(text), _) => {
-                let d: Duration = humantime::parse_duration(text)
-                    .map_err(|e| bad(format!("since {text:?} is not a duration like 15m or 2h: {e}")))?;
+                let d: Duration =
+                    humantime::parse_duration(text).map_err(|e| bad(format!("since {text:?} is not a duration like 15m or 2h: {e}")))?;
                 now_ms - d.as_millis() as i64
             }
             (None, Some(f)) => instant("from", f)?,

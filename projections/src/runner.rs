@@ -165,7 +165,13 @@ pub async fn run_generation<S: Store>(
     let topics: Vec<String> = projection.topics().iter().map(|t| log.topic(*t)).collect();
     let mut consumer = spawn_group_consumer(
         &log.kafka,
-        GroupOptions { group: group.clone(), topics: topics.clone(), start: positions, revoke_timeout: Duration::from_secs(30), cooperative: false },
+        GroupOptions {
+            group: group.clone(),
+            topics: topics.clone(),
+            start: positions,
+            revoke_timeout: Duration::from_secs(30),
+            cooperative: false,
+        },
     )?;
     let mut applier = Applier {
         projection,
@@ -258,7 +264,7 @@ impl<S: Store> Applier<S> {
             batch.positions.insert((r.topic.clone(), r.partition), r.offset + 1);
             self.known.insert((r.topic.clone(), r.partition), r.offset + 1);
             let stamp = self.stamp(r.partition).await?;
-            if let Some(tserver) = r.key_str().parse::<i32>().ok() {
+            if let Ok(tserver) = r.key_str().parse::<i32>() {
                 batch.stamps.insert(tserver, stamp);
             }
             let Some(value) = r.value.as_deref() else { continue };

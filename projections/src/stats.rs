@@ -241,7 +241,10 @@ mod tests {
             outcome: outcome.into(),
             ..Default::default()
         };
-        let s = aggregate(0, &[leg(true, true, 60_000, 10_000, "answered"), leg(false, true, 20_000, 0, "answered"), leg(true, false, 0, 0, "abandoned")]);
+        let s = aggregate(
+            0,
+            &[leg(true, true, 60_000, 10_000, "answered"), leg(false, true, 20_000, 0, "answered"), leg(true, false, 0, 0, "abandoned")],
+        );
         assert_eq!((s.offered, s.answered, s.abandoned, s.handled, s.aht_ms, s.longest_wait_ms), (2, 1, 1, 2, 45_000, 5_000));
     }
 }

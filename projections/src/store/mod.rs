@@ -104,7 +104,7 @@ impl Cursor {
     /// Read a paging token; the error is one line.
     pub fn parse(token: &str) -> Result<Cursor, String> {
         let bad = || format!("page token {token:?} is not one this API handed out");
-        if token.len() % 2 != 0 || token.len() > 512 {
+        if !token.len().is_multiple_of(2) || token.len() > 512 {
             return Err(bad());
         }
         let bytes: Vec<u8> =
@@ -171,7 +171,13 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// Delete every row and position of a generation (its state entry stays, retired).
     fn drop_generation(&self, projection: &str, gen: Gen) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Next offset to read for a projection generation's topic partition, if stored.
-    fn position(&self, projection: &str, gen: Gen, topic: &str, partition: i32) -> impl Future<Output = Result<Option<i64>, StoreError>> + Send;
+    fn position(
+        &self,
+        projection: &str,
+        gen: Gen,
+        topic: &str,
+        partition: i32,
+    ) -> impl Future<Output = Result<Option<i64>, StoreError>> + Send;
     /// Every stored position of a projection generation.
     fn positions(&self, projection: &str, gen: Gen) -> impl Future<Output = Result<BTreeMap<(String, i32), i64>, StoreError>> + Send;
     /// One DN's state.
@@ -184,8 +190,13 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn dn_calls(&self, gen: Gen, tserver: i32, dn: &str, page: &CallsPage) -> impl Future<Output = Result<Vec<DnCall>, StoreError>> + Send;
     /// The ended DN legs of a T-Server that started in the interval starting at
     /// `interval_ms`, by DN then start; only those of `dn` if given.
-    fn interval_legs(&self, gen: Gen, tserver: i32, interval_ms: i64, dn: Option<&str>)
-        -> impl Future<Output = Result<Vec<DnCall>, StoreError>> + Send;
+    fn interval_legs(
+        &self,
+        gen: Gen,
+        tserver: i32,
+        interval_ms: i64,
+        dn: Option<&str>,
+    ) -> impl Future<Output = Result<Vec<DnCall>, StoreError>> + Send;
     /// Every row of a projection generation as canonical JSON, in key order (checksums).
     fn dump(&self, projection: &str, gen: Gen) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
     /// Write rows and positions atomically (SQLite) or guarded by log position

@@ -46,7 +46,8 @@ impl ScyllaUrl {
             && keyspace.len() <= 48
             && keyspace.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
             && !keyspace.starts_with(|c: char| c.is_ascii_digit());
-        let nodes: Vec<String> = hosts.split(',').filter(|h| !h.is_empty()).map(|h| if h.contains(':') { h.to_string() } else { format!("{h}:9042") }).collect();
+        let nodes: Vec<String> =
+            hosts.split(',').filter(|h| !h.is_empty()).map(|h| if h.contains(':') { h.to_string() } else { format!("{h}:9042") }).collect();
         if nodes.is_empty() || !valid_name {
             return Err(bad());
         }
@@ -254,7 +255,10 @@ impl Store for ScyllaStore {
             {
                 if pg == g {
                     self.session
-                        .query_unpaged("DELETE FROM interval_legs WHERE gen = ? AND tserver = ? AND interval_ms = ?", (g, tserver, interval))
+                        .query_unpaged(
+                            "DELETE FROM interval_legs WHERE gen = ? AND tserver = ? AND interval_ms = ?",
+                            (g, tserver, interval),
+                        )
                         .await
                         .map_err(err)?;
                 }

@@ -118,7 +118,10 @@ impl Store for SqliteStore {
         self.with(|c| {
             let tx = c.transaction()?;
             if let Some(from) = from {
-                tx.execute("INSERT OR REPLACE INTO generations (projection, gen, state) VALUES (?1, ?2, 'retired')", params![projection, from])?;
+                tx.execute(
+                    "INSERT OR REPLACE INTO generations (projection, gen, state) VALUES (?1, ?2, 'retired')",
+                    params![projection, from],
+                )?;
             }
             tx.execute("INSERT OR REPLACE INTO generations (projection, gen, state) VALUES (?1, ?2, 'current')", params![projection, to])?;
             tx.commit()?;
