@@ -191,3 +191,27 @@ async fn metrics(State(s): State<ApiState>) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_openapi_document_describes_every_query_route() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON");
+        assert_eq!(doc["openapi"], "3.1.0");
+        for path in [
+            "/v1/tservers/{tserver}/dns",
+            "/v1/tservers/{tserver}/dns/{dn}",
+            "/v1/tservers/{tserver}/dns/{dn}/calls",
+            "/v1/tservers/{tserver}/dns/{dn}/stats/current",
+            "/v1/tservers/{tserver}/dns/{dn}/stats/intervals",
+            "/v1/tservers/{tserver}/stats/current",
+            "/v1/tservers/{tserver}/stats/intervals",
+            "/v1/tservers/{tserver}/calls/{connid}",
+            "/v1/projections",
+        ] {
+            assert!(doc["paths"][path]["get"].is_object(), "{path} is not in openapi.json");
+        }
+    }
+}
