@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use tracing::info;
 
 use crate::runner::{run_generation, Metrics, Projection, ProjectionError};
-use crate::store::{current_gen, Gen, GenState, Store};
+use crate::store::{ensure_current, Gen, GenState, Store};
 
 /// A generation within this many records of the log end counts as caught up; the
 /// runners that take it over apply the rest.
@@ -83,11 +83,10 @@ pub async fn replay<S: Store>(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<Replayed, ProjectionError> {
     let name = projection.name();
+    // g1 is current on a fresh store (runners start it), so a replay always replaces
+    // a generation and never leaves one behind.
+    let current = Some(ensure_current(&store, name).await?);
     let gens = store.generations(name).await?;
-    let current = match gens.iter().any(|(_, s)| *s == GenState::Current) {
-        true => Some(current_gen(&store, name).await?),
-        false => None,
-    };
     let gen = match gens.iter().rev().find(|(_, s)| *s == GenState::Building) {
         Some((g, _)) => *g,
         None => gens.iter().map(|(g, _)| *g).max().unwrap_or(1) + 1,

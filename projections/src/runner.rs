@@ -24,7 +24,7 @@ use tracing::{error, info};
 use crate::call_history;
 use crate::dn_state::{self, Target};
 use crate::rows::DnState;
-use crate::store::{current_gen, gen_key, Batch, Gen, GenState, Store, StoreError};
+use crate::store::{current_gen, ensure_current, gen_key, Batch, Gen, Store, StoreError};
 
 /// The projections there are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,9 +127,7 @@ pub async fn run_in_group<S: Store>(
     metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), ProjectionError> {
-    if store.generations(projection.name()).await?.is_empty() {
-        store.set_generation(projection.name(), 1, GenState::Current).await?;
-    }
+    ensure_current(&store, projection.name()).await?;
     loop {
         let gen = current_gen(&store, projection.name()).await?;
         match run_generation(&log, &store, projection, gen, group, metrics.clone(), shutdown.clone(), true).await? {

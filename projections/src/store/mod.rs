@@ -284,6 +284,18 @@ pub async fn current_gen<S: Store>(store: &S, projection: &str) -> Result<Gen, S
     Ok(gens.iter().rev().find(|(_, s)| *s == GenState::Current).map(|(g, _)| *g).unwrap_or(1))
 }
 
+/// Make sure a projection has a current generation (g1 on a fresh store); which one.
+pub async fn ensure_current<S: Store>(store: &S, projection: &str) -> Result<Gen, StoreError> {
+    let gens = store.generations(projection).await?;
+    match gens.iter().rev().find(|(_, s)| *s == GenState::Current) {
+        Some((g, _)) => Ok(*g),
+        None => {
+            store.set_generation(projection, 1, GenState::Current).await?;
+            Ok(1)
+        }
+    }
+}
+
 /// A stable digest of a projection's current content: (generation, rows, hex digest).
 /// FNV-1a 128 over the rows' canonical JSON in key order, so equal content gives equal
 /// digests whichever store, generation or instance split produced it.
