@@ -82,6 +82,10 @@ pub struct MonitorArgs {
     /// Time between heartbeats.
     #[arg(long, default_value = "3s")]
     heartbeat: humantime::Duration,
+    /// Use the cooperative-sticky assignor (needs a broker that keeps the members'
+    /// owned partitions; not tansu 0.6.0, see docs/broker-notes.md).
+    #[arg(long)]
+    cooperative: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -177,7 +181,11 @@ pub async fn dispatcher(ctx: &Ctx, args: DispatcherArgs) -> Result<(), CliError>
 
 pub async fn monitor(ctx: &Ctx, args: MonitorArgs) -> Result<(), CliError> {
     let shutdown = shutdown_on_signal();
-    let config = MonitorConfig { id: args.id.unwrap_or_else(|| default_id("monitor")), heartbeat: args.heartbeat.into() };
+    let config = MonitorConfig {
+        id: args.id.unwrap_or_else(|| default_id("monitor")),
+        heartbeat: args.heartbeat.into(),
+        cooperative: args.cooperative,
+    };
     monitor::run(ctx.log()?, config, shutdown).await?;
     Ok(())
 }
@@ -295,7 +303,7 @@ pub async fn up(ctx: &Ctx, args: UpArgs) -> Result<(), CliError> {
     }
     for i in 1..=args.monitors {
         let (log, shutdown) = (log.clone(), shutdown.clone());
-        let config = MonitorConfig { id: format!("{}-{i}", default_id("monitor")), heartbeat: Duration::from_secs(3) };
+        let config = MonitorConfig { id: format!("{}-{i}", default_id("monitor")), heartbeat: Duration::from_secs(3), cooperative: false };
         tasks.spawn(async move { Ok(monitor::run(log, config, shutdown).await?) });
     }
     let mut metrics = Vec::new();

@@ -90,13 +90,28 @@ struct Context {
 
 impl ClientContext for Context {
     fn error(&self, error: KafkaError, reason: &str) {
-        // End of partition is delivered as an event; librdkafka also reports it here.
-        if matches!(error, KafkaError::PartitionEOF(_)) || reason.contains("reached end of partition") {
-            return;
-        }
-        error!(%error, %reason, "Kafka client error.");
+        report_error(error, reason);
     }
 }
+
+/// End of partition is delivered as an event; librdkafka also reports it as an error.
+fn report_error(error: KafkaError, reason: &str) {
+    if matches!(error, KafkaError::PartitionEOF(_)) || reason.contains("reached end of partition") {
+        return;
+    }
+    error!(%error, %reason, "Kafka client error.");
+}
+
+/// Client context of tail consumers: errors reported like a group consumer's.
+struct Quiet;
+
+impl ClientContext for Quiet {
+    fn error(&self, error: KafkaError, reason: &str) {
+        report_error(error, reason);
+    }
+}
+
+impl ConsumerContext for Quiet {}
 
 impl ConsumerContext for Context {
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
@@ -196,13 +211,13 @@ fn poll_loop(consumer: BaseConsumer<Context>, tx: mpsc::Sender<ConsumerEvent>, s
 /// Reports records and end-of-partition events like a group consumer.
 pub fn spawn_tail(kafka: &KafkaConfig, topic: &str, start: impl Fn(i32, i64, i64) -> i64) -> Result<GroupConsumer, LogError> {
     let (tx, events) = mpsc::channel(1024);
-    let consumer: BaseConsumer = kafka
+    let consumer: BaseConsumer<Quiet> = kafka
         .client()
         .set("group.id", "netwatch-tail")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
         .set("fetch.wait.max.ms", "100")
-        .create()?;
+        .create_with_context(Quiet)?;
     let timeout = Duration::from_secs(10);
     let md = consumer.fetch_metadata(Some(topic), timeout)?;
     let partitions: Vec<i32> = match md.topics().first() {

@@ -56,6 +56,20 @@ impl Log {
             .map_err(|e| LogError::Task(e.to_string()))?
     }
 
+    /// The current end (high watermark) of every partition of a topic.
+    pub async fn high_watermarks(&self, topic: Topic) -> Result<std::collections::BTreeMap<i32, i64>, LogError> {
+        let kafka = self.kafka.clone();
+        let name = self.topic(topic);
+        let partitions = self.topics.partitions(topic);
+        tokio::task::spawn_blocking(move || {
+            use rdkafka::consumer::{BaseConsumer, Consumer};
+            let consumer: BaseConsumer = kafka.client().create()?;
+            (0..partitions).map(|p| Ok((p, consumer.fetch_watermarks(&name, p, std::time::Duration::from_secs(10))?.1))).collect()
+        })
+        .await
+        .map_err(|e| LogError::Task(e.to_string()))?
+    }
+
     /// Members of a consumer group: (client id, host).
     pub async fn group_members(&self, group: &str) -> Result<Vec<(String, String)>, LogError> {
         let kafka = self.kafka.clone();

@@ -33,6 +33,8 @@ pub struct MonitorView {
     pub sessions: i32,
     pub rss_bytes: i64,
     pub last_seen_ms: i64,
+    /// When its slot list last changed.
+    pub slots_since_ms: i64,
     /// It announced that it is stopping.
     pub stopped: bool,
 }
@@ -66,7 +68,10 @@ impl Cluster {
             }
             MonitorBody::Heartbeat(h) => {
                 m.stopped = false;
-                m.slots = h.slots.clone();
+                if m.slots != h.slots {
+                    m.slots = h.slots.clone();
+                    m.slots_since_ms = event.at_ms;
+                }
                 m.dns = h.dns;
                 m.sessions = h.sessions.unwrap_or(h.tservers);
                 m.rss_bytes = h.rss_bytes.unwrap_or(0);
@@ -99,6 +104,15 @@ impl Cluster {
     /// A live monitor that still holds this T-Server, if any.
     pub fn holder_of(&self, tserver: i32, now_ms: i64) -> Option<&MonitorView> {
         self.live(now_ms).into_iter().find(|m| m.tservers.contains(&tserver))
+    }
+
+    /// Has any live monitor's slot list changed within `settle_ms`, or is a slot claimed
+    /// by two live monitors? Then slots are moving between monitors through the consumer
+    /// group, and decisions based on ownership should wait.
+    pub fn unsettled(&self, slots: i32, now_ms: i64, settle_ms: i64) -> bool {
+        let live = self.live(now_ms);
+        live.iter().any(|m| now_ms - m.slots_since_ms < settle_ms)
+            || (0..slots).any(|s| live.iter().filter(|m| m.slots.contains(&s)).count() > 1)
     }
 
     /// The live monitor that reports owning this slot (the latest report wins).
@@ -139,6 +153,20 @@ mod tests {
         assert_eq!(c.holder_of(7, 13_001), None, "a dead monitor holds nothing");
         c.observe(&MonitorEvent { monitor_id: "b".into(), at_ms: 11_000, body: MonitorBody::Stopping(Stopping { reason: "x".into() }) });
         assert_eq!(c.live(11_000).iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["a"]);
+    }
+
+    #[test]
+    fn ownership_is_unsettled_while_slots_move_or_are_claimed_twice() {
+        let mut c = Cluster::new(Liveness { heartbeat_ms: 1_000, missed: 3 });
+        c.observe(&hb("a", 1_000, vec![0, 1], vec![]));
+        c.observe(&hb("b", 1_000, vec![2], vec![]));
+        assert!(c.unsettled(3, 2_000, 2_000), "the slots were just assigned");
+        c.observe(&hb("a", 2_500, vec![0, 1], vec![]));
+        c.observe(&hb("b", 2_500, vec![2], vec![]));
+        assert!(!c.unsettled(3, 3_000, 2_000));
+        c.observe(&hb("a", 6_000, vec![0, 1], vec![]));
+        c.observe(&hb("b", 3_500, vec![1, 2], vec![]));
+        assert!(c.unsettled(3, 6_000, 2_000), "slot 1 is claimed twice");
     }
 
     #[test]

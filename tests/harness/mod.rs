@@ -78,7 +78,12 @@ pub struct World {
 impl World {
     /// Start a fresh broker and wait until it answers.
     pub fn start() -> World {
-        let dir = tempfile::Builder::new().prefix("netwatch-e2e-").tempdir().unwrap();
+        let mut dir = tempfile::Builder::new().prefix("netwatch-e2e-").tempdir().unwrap();
+        // NETWATCH_E2E_KEEP=1 keeps the work folder (logs, data) for a look afterwards.
+        if std::env::var_os("NETWATCH_E2E_KEEP").is_some() {
+            dir.disable_cleanup(true);
+            eprintln!("work folder kept: {}", dir.path().display());
+        }
         let port = free_port();
         let url = format!("tcp://127.0.0.1:{port}");
         let log = dir.path().join("broker.log");
@@ -197,4 +202,22 @@ pub fn dump_logs(paths: &[&Path]) {
             }
         }
     }
+}
+
+/// Serializes the tests of one binary that measure time under load (failover deadlines):
+/// on a 2-core machine they must not share the CPU with another broker and site.
+pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Registrations of a simulator: DN → clients that have it registered.
+pub fn registrations(w: &World, endpoint: &str) -> Result<std::collections::BTreeMap<String, Vec<String>>, String> {
+    let status = w.json(&["sim", "status", endpoint])?;
+    serde_json::from_value(status["registrations"].clone()).map_err(|e| e.to_string())
+}
+
+/// Overlaps a simulator has counted (a DN registered by two clients at once).
+pub fn overlaps(w: &World, endpoint: &str) -> u64 {
+    w.json(&["sim", "status", endpoint]).unwrap()["overlaps"].as_u64().unwrap()
 }

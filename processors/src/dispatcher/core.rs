@@ -57,6 +57,8 @@ pub struct Dispatcher {
     pending: BTreeMap<i32, Option<i32>>,
     /// When recent moves started, for the rate limit.
     moves: VecDeque<i64>,
+    /// Slots holding T-Servers that no live monitor claims, since when.
+    orphaned: BTreeMap<i32, i64>,
 }
 
 /// Load of one live monitor.
@@ -80,6 +82,7 @@ impl Dispatcher {
             registered: BTreeMap::new(),
             pending: BTreeMap::new(),
             moves: VecDeque::new(),
+            orphaned: BTreeMap::new(),
         }
     }
 
@@ -213,14 +216,58 @@ impl Dispatcher {
         self.tservers().into_iter().filter(|t| owned(*t)).flat_map(|t| self.reconcile(t, now_ms)).collect()
     }
 
-    /// Periodic work: place deferred T-Servers whose holder let go, then start at most
-    /// one rebalancing move if the rate limit allows.
+    /// Periodic work: evacuate slots that no live monitor has claimed for a while, place
+    /// deferred T-Servers whose holder let go, then start at most one rebalancing move if
+    /// the rate limit allows.
     pub fn tick(&mut self, now_ms: i64, owned: impl Fn(i32) -> bool) -> Vec<Emitted> {
+        let mut out = self.evacuate_orphans(now_ms, &owned);
         let waiting: Vec<i32> = self.pending.keys().copied().filter(|t| owned(*t)).collect();
-        let mut out: Vec<Emitted> = waiting.into_iter().flat_map(|t| self.reconcile(t, now_ms)).collect();
+        out.extend(waiting.into_iter().flat_map(|t| self.reconcile(t, now_ms)));
         if self.pending.is_empty() {
             out.extend(self.rebalance(now_ms, &owned));
         }
+        out
+    }
+
+    /// The consumer group normally hands a dead monitor's slots to survivors; when it
+    /// does not within the grace period (a broker that keeps a dead member in the group),
+    /// the dispatcher moves the T-Servers of those slots to live monitors itself. A dead
+    /// monitor holds nothing (its links closed with it), so this cannot watch a DN twice.
+    fn evacuate_orphans(&mut self, now_ms: i64, owned: &impl Fn(i32) -> bool) -> Vec<Emitted> {
+        let occupied: BTreeSet<i32> = self.placed.values().map(|(s, _)| *s).collect();
+        let any_live = self.cluster.live(now_ms).iter().any(|m| !m.slots.is_empty());
+        self.orphaned.retain(|s, _| occupied.contains(s));
+        for slot in occupied {
+            if !any_live || self.cluster.owner_of(slot, now_ms).is_some() {
+                self.orphaned.remove(&slot);
+            } else {
+                self.orphaned.entry(slot).or_insert(now_ms);
+            }
+        }
+        let grace = self.settings.liveness.heartbeat_ms * (self.settings.liveness.missed + 2);
+        let expired: BTreeSet<i32> = self.orphaned.iter().filter(|(_, since)| now_ms - **since >= grace).map(|(s, _)| *s).collect();
+        let evacuate: Vec<i32> = self.placed.iter().filter(|(t, (s, _))| expired.contains(s) && owned(**t)).map(|(t, _)| *t).collect();
+        let mut out = Vec::new();
+        for tserver in evacuate {
+            out.extend(self.revoke(tserver, None));
+        }
+        out
+    }
+
+    /// Unregister a T-Server's DNs and revoke it in its slot; it is placed again (in
+    /// `target` if given) once no live monitor holds it.
+    fn revoke(&mut self, tserver: i32, target: Option<i32>) -> Vec<Emitted> {
+        let Some((from, _)) = self.placed.remove(&tserver) else { return Vec::new() };
+        let mut out: Vec<Emitted> = Vec::new();
+        let told: Vec<(i32, String)> =
+            self.registered.range((tserver, String::new())..).take_while(|((t, _), _)| *t == tserver).map(|(k, _)| k.clone()).collect();
+        for key in told {
+            if let Some((slot, dn)) = self.registered.remove(&key) {
+                out.push((slot, Command::UnregisterDn(DnRef { dbid: dn.dbid, tserver, number: dn.number })));
+            }
+        }
+        out.push((from, Command::RevokeTServer(TServerRef { id: tserver })));
+        self.pending.insert(tserver, target);
         out
     }
 
@@ -284,6 +331,11 @@ impl Dispatcher {
             self.moves.pop_front();
         }
         if self.moves.len() >= self.settings.max_moves {
+            return Vec::new();
+        }
+        // Slots are moving between monitors (a join, a death): loads are not known yet.
+        let settle_ms = 3 * self.settings.liveness.heartbeat_ms;
+        if !self.orphaned.is_empty() || self.cluster.unsettled(self.settings.slots, now_ms, settle_ms) {
             return Vec::new();
         }
         let loads = self.loads(now_ms);

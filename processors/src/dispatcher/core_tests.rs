@@ -179,11 +179,18 @@ fn a_joining_monitor_receives_tservers_one_move_at_a_time_after_release() {
     site.monitors.insert("b".into(), vec![4, 5]);
     site.monitors.insert("c".into(), vec![6, 7]);
     site.emitted.clear();
-    site.step();
+    let mut steps = 0;
+    while !site.emitted.iter().any(|(_, c)| matches!(c, Command::RevokeTServer(_))) {
+        site.step();
+        steps += 1;
+        assert!(steps < 10, "no move: {:?}", site.d.loads(site.now));
+    }
+    assert!(steps >= 3, "moves wait until slot ownership has been stable for 3 heartbeats");
     // First the revoke in the old slot, nothing assigned yet.
     assert!(site.emitted.iter().all(|(_, c)| matches!(c, Command::RevokeTServer(_) | Command::UnregisterDn(_))), "{:?}", site.emitted);
     let moved = site.emitted.iter().find_map(|(_, c)| if let Command::RevokeTServer(t) = c { Some(t.id) } else { None }).unwrap();
     // The next tick sees the old monitor let go and assigns it to c.
+    site.emitted.clear();
     site.step();
     assert!(site.emitted.iter().any(|(s, c)| matches!(c, Command::AssignTServer(t) if t.id == moved) && [6, 7].contains(s)));
     site.settle();
@@ -224,6 +231,30 @@ fn a_tserver_held_by_a_live_monitor_waits_and_a_dead_one_does_not_block() {
     });
     d.apply(&ConfigChange::TServerCreated(ts(1, 7001))).unwrap();
     assert_eq!(d.reconcile(1, 2_000).len(), 1);
+}
+
+#[test]
+fn slots_of_a_dead_monitor_that_nobody_takes_over_are_evacuated() {
+    let mut site = Site::new(&[("a", vec![0, 1, 2, 3]), ("b", vec![4, 5, 6, 7])]);
+    for t in 1..=4 {
+        site.change(ConfigChange::TServerCreated(ts(t, 7000 + t)));
+        site.change(ConfigChange::DnCreated(dn(t, t, &format!("{t}001"))));
+    }
+    // a dies; the group never gives its slots to b (as a broker that keeps a dead member
+    // in the group would do).
+    site.monitors.remove("a");
+    site.emitted.clear();
+    let mut steps = 0;
+    while site.dns_per_monitor()["b"] < 4 {
+        site.step();
+        steps += 1;
+        assert!(steps < 20, "not evacuated: {:?}", site.emitted);
+    }
+    // Dead after 3 s, then 5 s of grace.
+    assert!(steps >= 8, "evacuated after {steps} s");
+    let first_assign = site.emitted.iter().position(|(_, c)| matches!(c, Command::AssignTServer(_))).unwrap();
+    let last_revoke = site.emitted.iter().rposition(|(_, c)| matches!(c, Command::RevokeTServer(_))).unwrap();
+    assert!(last_revoke < first_assign, "revoked in the dead slots before assigned elsewhere: {:?}", site.emitted);
 }
 
 #[test]

@@ -8,7 +8,7 @@
 //! twice a second for deferred placements and rebalancing. Nothing is committed: the log
 //! is the state.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use netwatch_eventlog::{
@@ -40,11 +40,16 @@ struct Sources {
     monitors: GroupConsumer,
 }
 
-/// Which inputs have been read to their end since the last (re)build.
+/// Which inputs have been read far enough since the last (re)build.
 #[derive(Default)]
 struct CatchUp {
+    /// `config` partitions not yet read to their end.
     config: BTreeSet<i32>,
-    assignments: BTreeSet<i32>,
+    /// `assignments` partition → offset the tail must pass: the end as it was when the
+    /// `config` partitions were assigned. A dispatcher that lost them finished writing
+    /// before it let the rebalance complete, so this includes all its commands.
+    assignments: BTreeMap<i32, i64>,
+    /// `monitors` partitions not yet read to their end once.
     monitors: BTreeSet<i32>,
     live: bool,
 }
@@ -52,6 +57,13 @@ struct CatchUp {
 impl CatchUp {
     fn done(&self) -> bool {
         self.config.is_empty() && self.assignments.is_empty() && self.monitors.is_empty()
+    }
+
+    /// The tail read `offset` of an `assignments` partition.
+    fn read_assignment(&mut self, partition: i32, offset: i64) {
+        if self.assignments.get(&partition).is_some_and(|end| offset + 1 >= *end) {
+            self.assignments.remove(&partition);
+        }
     }
 }
 
@@ -77,11 +89,9 @@ pub async fn run(log: Log, config: DispatcherConfig, mut shutdown: watch::Receiv
     info!(%instance, %group, "Dispatcher started.");
     let mut core = Dispatcher::new(config.settings.clone());
     let mut owned: BTreeSet<i32> = BTreeSet::new();
-    let mut catch_up = CatchUp {
-        assignments: (0..log.topics.partitions(Topic::Assignments)).collect(),
-        monitors: (0..log.topics.partitions(Topic::Monitors)).collect(),
-        ..Default::default()
-    };
+    let mut catch_up = CatchUp { monitors: (0..log.topics.partitions(Topic::Monitors)).collect(), ..Default::default() };
+    // How far the assignments tail has read, per partition.
+    let mut tail_read: BTreeMap<i32, i64> = BTreeMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let result = loop {
         tokio::select! {
@@ -95,6 +105,8 @@ pub async fn run(log: Log, config: DispatcherConfig, mut shutdown: watch::Receiv
             }
             event = sources.assignments.events.recv() => match event {
                 Some(ConsumerEvent::Record(r)) => {
+                    tail_read.insert(r.partition, r.offset);
+                    catch_up.read_assignment(r.partition, r.offset);
                     if let Some(Ok(a)) = r.value.as_deref().map(decode::<Assignment>) {
                         // Our own commands are already in the core, and their echo may
                         // arrive after later decisions about the same key.
@@ -103,7 +115,6 @@ pub async fn run(log: Log, config: DispatcherConfig, mut shutdown: watch::Receiv
                         }
                     }
                 }
-                Some(ConsumerEvent::Eof { partition }) => { catch_up.assignments.remove(&partition); }
                 Some(_) => {}
                 None => break Ok(()),
             },
@@ -126,6 +137,15 @@ pub async fn run(log: Log, config: DispatcherConfig, mut shutdown: watch::Receiv
                     core.reset_config();
                     catch_up.config = owned.clone();
                     catch_up.live = false;
+                    match log.high_watermarks(Topic::Assignments).await {
+                        Ok(ends) => {
+                            catch_up.assignments = ends.into_iter().filter(|(_, end)| *end > 0).collect();
+                            for (p, offset) in &tail_read {
+                                catch_up.read_assignment(*p, *offset);
+                            }
+                        }
+                        Err(e) => break Err(e),
+                    }
                 }
                 Some(ConsumerEvent::Revoked { ack, .. }) => {
                     owned.clear();

@@ -28,6 +28,10 @@ pub struct MonitorConfig {
     pub id: String,
     /// Time between heartbeats.
     pub heartbeat: Duration,
+    /// Join the group with the cooperative-sticky assignor (only slots that change
+    /// hands are revoked). Off by default: on tansu 0.6.0 it handed slots to a new
+    /// owner while the old one still held them (docs/broker-notes.md).
+    pub cooperative: bool,
 }
 
 /// Run until `shutdown` turns true.
@@ -40,7 +44,7 @@ pub async fn run(log: Log, config: MonitorConfig, mut shutdown: watch::Receiver<
             topics: vec![log.topic(Topic::Assignments)],
             start: StartAt::Beginning,
             revoke_timeout: Duration::from_secs(15),
-            cooperative: true,
+            cooperative: config.cooperative,
         },
     )?;
     let dead = log.dead_letter(&group);

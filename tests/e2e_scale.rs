@@ -1,0 +1,242 @@
+//! Dispatchers and monitors at scale, against a real broker with separate processes:
+//! balanced placement, monitor failover, a joining monitor, a dispatcher killed while
+//! DNs are created, and a dropped CTI link.
+
+mod harness;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use harness::{dump_logs, exclusive, free_port, overlaps, registrations, wait_for, Proc, World};
+
+/// Heartbeat and liveness settings shared by the monitors and dispatchers of these tests.
+const MONITOR: &[&str] = &["--heartbeat", "1s"];
+const DISPATCHER: &[&str] = &["--monitor-heartbeat", "1s", "--missed-heartbeats", "3", "--max-moves", "2", "--move-window", "3s"];
+/// librdkafka session timeout the roles use (eventlog KafkaConfig::consumer).
+const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn args<'a>(a: &[&'a str], b: &[&'a str]) -> Vec<&'a str> {
+    a.iter().chain(b).copied().collect()
+}
+
+struct Site {
+    endpoints: Vec<String>,
+    sims: Vec<Proc>,
+}
+
+/// Idle simulators and their configuration: `tservers` T-Servers with `dns` DNs each
+/// (T-Server t has DNs t001.. with DBIDs t*1000+i), all in one import.
+fn site(w: &World, tservers: i32, dns: i32) -> Site {
+    let mut endpoints = Vec::new();
+    let mut sims = Vec::new();
+    let mut import = String::new();
+    for t in 1..=tservers {
+        let port = free_port();
+        let endpoint = format!("127.0.0.1:{port}");
+        sims.push(w.spawn(&format!("sim{t}"), &["sim", "tserver", "--listen", &endpoint, "--name", &format!("TS{t}"), "--idle"]));
+        import.push_str(&format!("{{\"op\":\"create_tserver\",\"id\":{t},\"name\":\"TS{t}\",\"host\":\"127.0.0.1\",\"port\":{port}}}\n"));
+        for i in 1..=dns {
+            import.push_str(&format!("{{\"op\":\"create_dn\",\"tserver\":{t},\"dbid\":{},\"number\":\"{t}{i:03}\"}}\n", t * 1000 + i));
+        }
+        endpoints.push(endpoint);
+    }
+    w.ok(&["config", "import", w.file("site.jsonl", &import).to_str().unwrap()]);
+    Site { endpoints, sims }
+}
+
+/// DN → holders across all simulators.
+fn all_registrations(w: &World, site: &Site) -> Result<BTreeMap<String, Vec<String>>, String> {
+    let mut all = BTreeMap::new();
+    for e in &site.endpoints {
+        all.extend(registrations(w, e)?);
+    }
+    Ok(all)
+}
+
+/// DNs per monitor when every one of `expected` DNs is registered by exactly one
+/// monitor among `monitors`; an error describing what is missing otherwise.
+fn exactly_once(w: &World, site: &Site, expected: usize, monitors: &[&str]) -> Result<BTreeMap<String, usize>, String> {
+    let all = all_registrations(w, site)?;
+    let mut per: BTreeMap<String, usize> = monitors.iter().map(|m| (m.to_string(), 0)).collect();
+    for (dn, holders) in &all {
+        match holders.as_slice() {
+            [one] if per.contains_key(one) => *per.get_mut(one).unwrap() += 1,
+            other => return Err(format!("DN {dn} is held by {other:?}")),
+        }
+    }
+    if all.len() != expected {
+        return Err(format!("{} of {expected} DNs registered", all.len()));
+    }
+    Ok(per)
+}
+
+fn logs(procs: &[&Proc]) -> Vec<std::path::PathBuf> {
+    procs.iter().map(|p| p.log.clone()).collect()
+}
+
+struct DumpOnPanic(Vec<std::path::PathBuf>);
+
+impl Drop for DumpOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            dump_logs(&self.0.iter().map(|p| p.as_path()).collect::<Vec<_>>());
+        }
+    }
+}
+
+#[test]
+fn three_monitors_balance_survive_a_kill_and_share_with_a_fourth() {
+    let _serial = exclusive();
+    let w = World::start();
+    let site = site(&w, 6, 50);
+    let spawn_monitor = |id: &str| w.spawn(id, &args(&["monitor", "--id", id], MONITOR));
+    let mut monitors: BTreeMap<&str, Proc> = ["m1", "m2", "m3"].into_iter().map(|m| (m, spawn_monitor(m))).collect();
+    // Let the monitors join and report their slots before anything is placed.
+    wait_for("3 live monitors with slots", Duration::from_secs(60), || {
+        let s = w.json(&["status", "--json", "--monitor-heartbeat", "1s"])?;
+        let live =
+            s["monitors"].as_array().unwrap().iter().filter(|m| m["live"] == true && !m["slots"].as_array().unwrap().is_empty()).count();
+        if live == 3 {
+            Ok(())
+        } else {
+            Err(s.to_string())
+        }
+    });
+    let d1 = w.spawn("d1", &args(&["dispatcher", "--id", "d1"], DISPATCHER));
+    let d2 = w.spawn("d2", &args(&["dispatcher", "--id", "d2"], DISPATCHER));
+    let _dump = DumpOnPanic(logs(&[&d1, &d2]).into_iter().chain(monitors.values().map(|m| m.log.clone())).collect());
+
+    // Every DN registered exactly once, and the load is balanced.
+    let per = wait_for("300 DNs registered once, balanced", Duration::from_secs(90), || {
+        let per = exactly_once(&w, &site, 300, &["m1", "m2", "m3"])?;
+        let (max, min) = (*per.values().max().unwrap(), *per.values().min().unwrap());
+        if 2 * max <= 3 * min {
+            Ok(per)
+        } else {
+            Err(format!("unbalanced: {per:?}"))
+        }
+    });
+    eprintln!("DNs per monitor: {per:?}");
+
+    // kill -9 of one monitor: survivors take its T-Servers within the session timeout
+    // plus 10 s.
+    monitors.get_mut("m1").unwrap().kill();
+    let killed = Instant::now();
+    wait_for("survivors to hold every DN", SESSION_TIMEOUT + Duration::from_secs(10), || exactly_once(&w, &site, 300, &["m2", "m3"]));
+    eprintln!("failover took {:?}", killed.elapsed());
+
+    // A fourth monitor joins: it receives T-Servers until balanced; DNs that move are
+    // registered again within a few seconds (polled: the longest gap any DN showed).
+    monitors.insert("m4", spawn_monitor("m4"));
+    let mut unregistered_since: BTreeMap<String, Instant> = BTreeMap::new();
+    let mut longest_gap = Duration::ZERO;
+    let all_dns: BTreeSet<String> = (1..=6).flat_map(|t| (1..=50).map(move |i| format!("{t}{i:03}"))).collect();
+    let per = wait_for("m4 to get T-Servers and the load to balance", Duration::from_secs(90), || {
+        let regs = all_registrations(&w, &site)?;
+        let now = Instant::now();
+        for dn in &all_dns {
+            if regs.contains_key(dn) {
+                if let Some(since) = unregistered_since.remove(dn) {
+                    longest_gap = longest_gap.max(now - since);
+                }
+            } else {
+                unregistered_since.entry(dn.clone()).or_insert(now);
+            }
+        }
+        let per = exactly_once(&w, &site, 300, &["m2", "m3", "m4"])?;
+        let (max, min) = (*per.values().max().unwrap(), *per.values().min().unwrap());
+        if min > 0 && max - min <= 50 {
+            Ok(per)
+        } else {
+            Err(format!("{per:?}"))
+        }
+    });
+    eprintln!("after m4 joined: {per:?}; longest re-registration gap {longest_gap:?}");
+    assert!(longest_gap <= Duration::from_secs(5), "a moved DN stayed unregistered for {longest_gap:?}");
+
+    // At no moment was a DN registered by two monitors.
+    for e in &site.endpoints {
+        assert_eq!(overlaps(&w, e), 0, "simulator {e} saw a DN registered twice");
+    }
+    let status = w.ok(&["status", "--monitor-heartbeat", "1s"]);
+    assert!(status.contains("d1") && status.contains("d2") || status.contains("dispatchers: none"), "{status}");
+    drop(site.sims);
+}
+
+#[test]
+fn a_dispatcher_killed_while_dns_are_created_loses_none() {
+    let _serial = exclusive();
+    let w = World::start();
+    let site = site(&w, 2, 0);
+    let monitor = w.spawn("m1", &args(&["monitor", "--id", "m1"], MONITOR));
+    let mut d1 = w.spawn("d1", &args(&["dispatcher", "--id", "d1"], DISPATCHER));
+    let d2 = w.spawn("d2", &args(&["dispatcher", "--id", "d2"], DISPATCHER));
+    let _dump = DumpOnPanic(logs(&[&monitor, &d1, &d2]));
+    for chunk in 0..8 {
+        let lines: String = (0..10)
+            .map(|i| {
+                let n = chunk * 10 + i + 1;
+                let t = 1 + n % 2;
+                format!("{{\"op\":\"create_dn\",\"tserver\":{t},\"dbid\":{},\"number\":\"{t}{n:03}\"}}\n", 5000 + n)
+            })
+            .collect();
+        w.ok(&["config", "import", w.file(&format!("chunk{chunk}.jsonl"), &lines).to_str().unwrap()]);
+        if chunk == 2 {
+            d1.kill();
+        }
+    }
+    wait_for("all 80 DNs registered exactly once", SESSION_TIMEOUT + Duration::from_secs(60), || exactly_once(&w, &site, 80, &["m1"]));
+    for e in &site.endpoints {
+        assert_eq!(overlaps(&w, e), 0);
+    }
+    assert!(!d1.running());
+}
+
+#[test]
+fn a_dropped_link_is_reconnected_and_the_gap_is_in_the_log() {
+    let _serial = exclusive();
+    let w = World::start();
+    let site = site(&w, 1, 3);
+    let monitor = w.spawn("m1", &args(&["monitor", "--id", "m1"], MONITOR));
+    let dispatcher = w.spawn("d1", &args(&["dispatcher", "--id", "d1"], DISPATCHER));
+    let _dump = DumpOnPanic(logs(&[&monitor, &dispatcher]));
+    wait_for("3 DNs registered", Duration::from_secs(60), || exactly_once(&w, &site, 3, &["m1"]));
+    assert_eq!(w.ok(&["sim", "drop-links", &site.endpoints[0]]).trim(), "dropped 1 links");
+    // The monitor reconnects and registers every DN again: the link events in `calls`
+    // show one session ending and a new one starting with all DNs registered again.
+    let events = wait_for("a second session with its registrations", Duration::from_secs(30), || {
+        let types: Vec<(String, String)> = w
+            .records("calls")
+            .iter()
+            .map(|r| {
+                (r["value"]["body"]["type"].as_str().unwrap_or("?").to_string(), r["value"]["session"].as_str().unwrap_or("").to_string())
+            })
+            .collect();
+        let registered_after_reconnect =
+            types.iter().skip_while(|(t, _)| t != "LinkDisconnected").filter(|(t, _)| t == "DnRegistered").count();
+        if registered_after_reconnect == 3 {
+            Ok(types)
+        } else {
+            Err(format!("{types:?}"))
+        }
+    });
+    let kinds: Vec<&str> = events.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "LinkConnected",
+            "DnRegistered",
+            "DnRegistered",
+            "DnRegistered",
+            "LinkDisconnected",
+            "LinkConnected",
+            "DnRegistered",
+            "DnRegistered",
+            "DnRegistered"
+        ]
+    );
+    let (first, second) = (&events[0].1, &events[5].1);
+    assert_eq!(&events[4].1, first, "the disconnect closes the first session");
+    assert_ne!(first, second, "the reconnect is a new session");
+    exactly_once(&w, &site, 3, &["m1"]).unwrap();
+}
