@@ -239,4 +239,24 @@ fn a_dropped_link_is_reconnected_and_the_gap_is_in_the_log() {
     assert_eq!(&events[4].1, first, "the disconnect closes the first session");
     assert_ne!(first, second, "the reconnect is a new session");
     exactly_once(&w, &site, 3, &["m1"]).unwrap();
+
+    // Redundancy: with the dispatcher down (and no configuration producer running), a
+    // restarted monitor rebuilds its T-Servers and DNs from the log alone.
+    let mut dispatcher = dispatcher;
+    dispatcher.kill();
+    let mut monitor = monitor;
+    monitor.kill();
+    wait_for("the killed monitor's registrations to drop", Duration::from_secs(10), || {
+        let r = all_registrations(&w, &site)?;
+        if r.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{r:?}"))
+        }
+    });
+    let restarted = w.spawn("m1-again", &args(&["monitor", "--id", "m1"], MONITOR));
+    let _dump_restarted = DumpOnPanic(logs(&[&restarted]));
+    wait_for("the restarted monitor to register every DN", SESSION_TIMEOUT + Duration::from_secs(30), || {
+        exactly_once(&w, &site, 3, &["m1"])
+    });
 }
