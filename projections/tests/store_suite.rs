@@ -140,3 +140,18 @@ async fn bad_store_urls_are_refused() {
         assert!(matches!(open_store(url).await, Err(StoreError::Url(_))), "{url}");
     }
 }
+
+#[test]
+fn many_openers_of_a_fresh_sqlite_file_all_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("race.db");
+    let openers: Vec<_> = (0..8)
+        .map(|_| {
+            let path = path.clone();
+            std::thread::spawn(move || netwatch_projections::store::SqliteStore::open(&path).map(|_| ()))
+        })
+        .collect();
+    for o in openers {
+        o.join().unwrap().expect("every opener succeeds");
+    }
+}

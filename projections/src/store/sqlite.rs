@@ -59,27 +59,48 @@ impl SqliteStore {
                 std::fs::create_dir_all(dir).map_err(|e| StoreError::Task(format!("cannot create {}: {e}", dir.display())))?;
             }
         }
-        let conn = Connection::open(path)?;
+        let mut conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        if version < SCHEMA_VERSION {
-            conn.execute_batch(
-                "BEGIN IMMEDIATE;
-                 DROP TABLE IF EXISTS positions; DROP TABLE IF EXISTS dn_state; DROP TABLE IF EXISTS calls;
-                 DROP TABLE IF EXISTS dn_calls; DROP TABLE IF EXISTS interval_legs; DROP TABLE IF EXISTS generations;",
-            )?;
-            conn.execute_batch(SCHEMA)?;
-            conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-            conn.execute_batch("COMMIT;")?;
-        }
+        // Several processes may open a fresh file at once; SQLite reports some of these
+        // races as busy without waiting, so the set-up is retried for a while.
+        retry_busy(|| Ok(conn.pragma_update(None, "journal_mode", "WAL")?))?;
+        retry_busy(|| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            if version < SCHEMA_VERSION {
+                tx.execute_batch(
+                    "DROP TABLE IF EXISTS positions; DROP TABLE IF EXISTS dn_state; DROP TABLE IF EXISTS calls;
+                     DROP TABLE IF EXISTS dn_calls; DROP TABLE IF EXISTS interval_legs; DROP TABLE IF EXISTS generations;",
+                )?;
+                tx.execute_batch(SCHEMA)?;
+                tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            }
+            tx.commit()?;
+            Ok(())
+        })?;
         Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let mut conn = self.conn.lock().map_err(|_| StoreError::Task("store lock poisoned".into()))?;
         f(&mut conn)
+    }
+}
+
+/// Run `f` again while SQLite says the database is busy or locked, for up to 15 s.
+fn retry_busy(mut f: impl FnMut() -> Result<(), StoreError>) -> Result<(), StoreError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        match f() {
+            Err(StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)))
+                if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other,
+        }
     }
 }
 
