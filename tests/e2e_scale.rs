@@ -158,25 +158,52 @@ fn three_monitors_balance_survive_a_kill_and_share_with_a_fourth() {
     for e in &site.endpoints {
         assert_eq!(overlaps(&w, e), 0, "simulator {e} saw a DN registered twice");
     }
-    let status = w.ok(&["status", "--monitor-heartbeat", "1s"]);
-    assert!(status.contains("d1") && status.contains("d2") || status.contains("dispatchers: none"), "{status}");
+    // Both dispatchers are listed with the config partitions they share.
+    assert_eq!(owners(&w).unwrap(), 8);
     drop(site.sims);
+}
+
+/// Partitions owned by the live dispatchers d1 and d2 as `netwatch status` reports
+/// them, once both own some and none is owned twice.
+fn owners(w: &World) -> Result<usize, String> {
+    let s = w.json(&["status", "--json", "--monitor-heartbeat", "1s"])?;
+    let dispatchers = s["dispatchers"].as_array().cloned().unwrap_or_default();
+    let mut all = Vec::new();
+    for id in ["d1/", "d2/"] {
+        let d =
+            dispatchers.iter().find(|d| d["instance"].as_str().is_some_and(|i| i.starts_with(id))).ok_or(format!("{id} missing: {s}"))?;
+        let parts = d["partitions"].as_array().unwrap();
+        if parts.is_empty() {
+            return Err(format!("{id} owns nothing yet"));
+        }
+        all.extend(parts.iter().map(|p| p.as_i64().unwrap()));
+    }
+    let n = all.len();
+    all.sort_unstable();
+    all.dedup();
+    if all.len() == n {
+        Ok(n)
+    } else {
+        Err(format!("a partition is owned twice: {s}"))
+    }
 }
 
 #[test]
 fn a_dispatcher_killed_while_dns_are_created_loses_none() {
     let _serial = exclusive();
     let w = World::start();
-    let site = site(&w, 2, 0);
+    // Eight T-Servers: one in each config partition, so each dispatcher owns some.
+    let site = site(&w, 8, 0);
     let monitor = w.spawn("m1", &args(&["monitor", "--id", "m1"], MONITOR));
     let mut d1 = w.spawn("d1", &args(&["dispatcher", "--id", "d1"], DISPATCHER));
     let d2 = w.spawn("d2", &args(&["dispatcher", "--id", "d2"], DISPATCHER));
     let _dump = DumpOnPanic(logs(&[&monitor, &d1, &d2]));
+    wait_for("both dispatchers to own config partitions", Duration::from_secs(60), || owners(&w));
     for chunk in 0..8 {
         let lines: String = (0..10)
             .map(|i| {
                 let n = chunk * 10 + i + 1;
-                let t = 1 + n % 2;
+                let t = 1 + n % 8;
                 format!("{{\"op\":\"create_dn\",\"tserver\":{t},\"dbid\":{},\"number\":\"{t}{n:03}\"}}\n", 5000 + n)
             })
             .collect();

@@ -43,7 +43,7 @@ fn table(s: &ClusterStatus) -> String {
     }
     let placements: Vec<String> = s.placements.iter().map(|(t, slot)| format!("{t}→{slot}")).collect();
     out.push_str(&format!("T-Server → slot: {}\n", placements.join(" ")));
-    let dispatchers: Vec<String> = s.dispatchers.iter().map(|(c, h)| format!("{c}@{h}")).collect();
+    let dispatchers: Vec<String> = s.dispatchers.iter().map(|d| format!("{} (config partitions {:?})", d.instance, d.partitions)).collect();
     out.push_str(&format!("dispatchers: {}\n", if dispatchers.is_empty() { "none".to_string() } else { dispatchers.join(", ") }));
     out
 }

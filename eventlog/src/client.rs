@@ -2,6 +2,9 @@
 
 use rdkafka::ClientConfig;
 
+/// Consumer group session timeout: a member silent this long is out of its group.
+pub const SESSION_TIMEOUT_MS: i64 = 10_000;
+
 /// Where the brokers are and any pass-through client settings (TLS, SASL, ...).
 #[derive(Clone, Debug)]
 pub struct KafkaConfig {
@@ -38,7 +41,7 @@ impl KafkaConfig {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "true")
-            .set("session.timeout.ms", "10000")
+            .set("session.timeout.ms", SESSION_TIMEOUT_MS.to_string())
             .set("heartbeat.interval.ms", "1000")
             .set("fetch.wait.max.ms", "100");
         for (k, v) in &self.extra {

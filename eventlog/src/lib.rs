@@ -14,7 +14,7 @@ mod reader;
 mod topics;
 
 pub use admin::{create_topics, wait_until_ready};
-pub use client::KafkaConfig;
+pub use client::{KafkaConfig, SESSION_TIMEOUT_MS};
 pub use consumer::{spawn_group_consumer, spawn_tail, ConsumerEvent, GroupConsumer, GroupOptions, PositionFn, StartAt};
 pub use deadletter::DeadLetter;
 pub use error::LogError;
@@ -65,24 +65,6 @@ impl Log {
             use rdkafka::consumer::{BaseConsumer, Consumer};
             let consumer: BaseConsumer = kafka.client().create()?;
             (0..partitions).map(|p| Ok((p, consumer.fetch_watermarks(&name, p, std::time::Duration::from_secs(10))?.1))).collect()
-        })
-        .await
-        .map_err(|e| LogError::Task(e.to_string()))?
-    }
-
-    /// Members of a consumer group: (client id, host).
-    pub async fn group_members(&self, group: &str) -> Result<Vec<(String, String)>, LogError> {
-        let kafka = self.kafka.clone();
-        let group = group.to_string();
-        tokio::task::spawn_blocking(move || {
-            use rdkafka::consumer::{BaseConsumer, Consumer};
-            let consumer: BaseConsumer = kafka.client().create()?;
-            let list = consumer.fetch_group_list(Some(&group), std::time::Duration::from_secs(5))?;
-            Ok(list
-                .groups()
-                .iter()
-                .flat_map(|g| g.members().iter().map(|m| (m.client_id().to_string(), m.client_host().to_string())))
-                .collect())
         })
         .await
         .map_err(|e| LogError::Task(e.to_string()))?

@@ -39,21 +39,36 @@ pub struct MonitorView {
     pub stopped: bool,
 }
 
-/// Every monitor ever heard of, with its latest report.
+/// The latest report of one dispatcher instance.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct DispatcherView {
+    pub instance: String,
+    /// `config` partitions it owns.
+    pub partitions: Vec<i32>,
+    pub last_seen_ms: i64,
+}
+
+/// Every monitor and dispatcher ever heard of, with its latest report.
 #[derive(Clone, Debug, Default)]
 pub struct Cluster {
     pub liveness: Liveness,
     monitors: BTreeMap<String, MonitorView>,
+    dispatchers: BTreeMap<String, DispatcherView>,
 }
 
 impl Cluster {
     /// An empty view with these liveness rules.
     pub fn new(liveness: Liveness) -> Self {
-        Cluster { liveness, monitors: BTreeMap::new() }
+        Cluster { liveness, monitors: BTreeMap::new(), dispatchers: BTreeMap::new() }
     }
 
     /// Fold one event of `monitors`.
     pub fn observe(&mut self, event: &MonitorEvent) {
+        if let MonitorBody::DispatcherHeartbeat(d) = &event.body {
+            let view = DispatcherView { instance: event.monitor_id.clone(), partitions: d.partitions.clone(), last_seen_ms: event.at_ms };
+            self.dispatchers.insert(event.monitor_id.clone(), view);
+            return;
+        }
         let m = self
             .monitors
             .entry(event.monitor_id.clone())
@@ -83,12 +98,19 @@ impl Cluster {
                 m.slots.clear();
                 m.tservers.clear();
             }
+            MonitorBody::DispatcherHeartbeat(_) => {}
         }
     }
 
     /// Is this monitor alive at `now_ms`?
     pub fn is_live(&self, m: &MonitorView, now_ms: i64) -> bool {
         !m.stopped && now_ms - m.last_seen_ms <= self.liveness.heartbeat_ms * self.liveness.missed
+    }
+
+    /// Dispatchers that reported within the liveness window, by instance.
+    pub fn live_dispatchers(&self, now_ms: i64) -> Vec<&DispatcherView> {
+        let window = self.liveness.heartbeat_ms * self.liveness.missed;
+        self.dispatchers.values().filter(|d| now_ms - d.last_seen_ms <= window).collect()
     }
 
     /// Live monitors, by id.

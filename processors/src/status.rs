@@ -7,7 +7,7 @@ use netwatch_schemas::monitors::MonitorEvent;
 use netwatch_schemas::{decode, now_ms};
 use serde::Serialize;
 
-use crate::cluster::{Liveness, MonitorView};
+use crate::cluster::{DispatcherView, Liveness, MonitorView};
 use crate::dispatcher::{Dispatcher, MonitorLoad, Settings};
 
 /// One monitor as the cluster sees it.
@@ -26,8 +26,8 @@ pub struct ClusterStatus {
     pub monitors: Vec<MonitorStatus>,
     /// T-Server → slot, as the dispatchers placed them.
     pub placements: Vec<(i32, i32)>,
-    /// Dispatcher group members (client id, host).
-    pub dispatchers: Vec<(String, String)>,
+    /// Live dispatcher instances and the `config` partitions each owns.
+    pub dispatchers: Vec<DispatcherView>,
 }
 
 /// Read the logs and describe the cluster.
@@ -55,6 +55,6 @@ pub async fn cluster_status(log: &Log, liveness: Liveness) -> Result<ClusterStat
         })
         .collect();
     let placements = core.tservers().into_iter().filter_map(|t| core.slot_of(t).map(|s| (t, s))).collect();
-    let dispatchers = log.group_members(&format!("{}dispatcher", log.topics.prefix)).await.unwrap_or_default();
+    let dispatchers = core.cluster().live_dispatchers(now).into_iter().cloned().collect();
     Ok(ClusterStatus { monitors, placements, dispatchers })
 }

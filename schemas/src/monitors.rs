@@ -1,4 +1,5 @@
-//! `monitors` topic: monitor start, heartbeats with load, stop. Key: monitor id.
+//! `monitors` topic: monitor start, heartbeats with load, stop; dispatcher heartbeats.
+//! Key: monitor id or dispatcher instance.
 
 use apache_avro::types::Value;
 use serde::{Deserialize, Serialize};
@@ -39,13 +40,20 @@ pub struct Stopping {
     pub reason: String,
 }
 
-/// What the monitor reports.
+/// A dispatcher is alive and owns these `config` partitions (schema v4).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DispatcherHeartbeat {
+    pub partitions: Vec<i32>,
+}
+
+/// What the monitor (or dispatcher) reports.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum MonitorBody {
     Started(Started),
     Heartbeat(Heartbeat),
     Stopping(Stopping),
+    DispatcherHeartbeat(DispatcherHeartbeat),
 }
 
 /// A value of the `monitors` topic.
@@ -69,6 +77,7 @@ impl Event for MonitorEvent {
             MonitorBody::Started(b) => member("Started", b),
             MonitorBody::Heartbeat(b) => member("Heartbeat", b),
             MonitorBody::Stopping(b) => member("Stopping", b),
+            MonitorBody::DispatcherHeartbeat(b) => member("DispatcherHeartbeat", b),
         }
     }
 
@@ -77,6 +86,7 @@ impl Event for MonitorEvent {
             "Started" => MonitorBody::Started(parse(value)?),
             "Heartbeat" => MonitorBody::Heartbeat(parse(value)?),
             "Stopping" => MonitorBody::Stopping(parse(value)?),
+            "DispatcherHeartbeat" => MonitorBody::DispatcherHeartbeat(parse(value)?),
             other => return Err(unknown_member(Self::KIND, other)),
         };
         Ok(MonitorEvent { monitor_id: head.string("monitor_id")?, at_ms: head.long("at_ms")?, body })

@@ -35,7 +35,7 @@ fn v1_heartbeat_bytes_decode_with_v2_code() {
 #[test]
 fn current_writer_is_the_newest_version_and_keeps_the_new_fields() {
     let current = registry().current(SchemaKind::Monitors);
-    assert_eq!(current.version, 3);
+    assert_eq!(current.version, 4);
     let mut event = golden_event();
     if let MonitorBody::Heartbeat(h) = &mut event.body {
         h.sessions = Some(2);
@@ -64,7 +64,7 @@ fn golden_file_is_what_a_v1_writer_produces() {
 #[test]
 fn every_schema_version_parses_and_fingerprints_are_distinct() {
     let all = registry().all();
-    assert_eq!(all.len(), 6);
+    assert_eq!(all.len(), 7);
     let mut prints: Vec<_> = all.iter().map(|v| v.fingerprint).collect();
     prints.sort();
     prints.dedup();

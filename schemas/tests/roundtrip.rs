@@ -107,6 +107,8 @@ fn monitor_event() -> impl Strategy<Value = MonitorEvent> {
                 tserver_ids
             })),
         text().prop_map(|reason| MonitorBody::Stopping(Stopping { reason })),
+        prop::collection::vec(any::<i32>(), 0..8)
+            .prop_map(|partitions| MonitorBody::DispatcherHeartbeat(DispatcherHeartbeat { partitions })),
     ];
     (text(), any::<i64>(), body).prop_map(|(monitor_id, at_ms, body)| MonitorEvent { monitor_id, at_ms, body })
 }

@@ -12,11 +12,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use netwatch_eventlog::{
-    spawn_group_consumer, spawn_tail, ConsumerEvent, GroupConsumer, GroupOptions, Log, LogError, Record, StartAt, Topic,
+    spawn_group_consumer, spawn_tail, ConsumerEvent, GroupConsumer, GroupOptions, Log, LogError, Record, StartAt, Topic, SESSION_TIMEOUT_MS,
 };
 use netwatch_schemas::assignments::Assignment;
 use netwatch_schemas::config::ConfigEvent;
-use netwatch_schemas::monitors::MonitorEvent;
+use netwatch_schemas::monitors::{DispatcherHeartbeat, MonitorBody, MonitorEvent};
 use netwatch_schemas::{decode, now_ms};
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -71,10 +71,8 @@ impl CatchUp {
 pub async fn run(log: Log, config: DispatcherConfig, mut shutdown: watch::Receiver<bool>) -> Result<(), LogError> {
     let group = format!("{}dispatcher", log.topics.prefix);
     let instance = format!("{}/{}", config.id, &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let mut sources = Sources {
-        assignments: spawn_tail(&log.kafka, &log.topic(Topic::Assignments), |_, low, _| low)?,
-        monitors: spawn_tail(&log.kafka, &log.topic(Topic::Monitors), |_, _, high| high - MONITORS_TAIL)?,
-        config: spawn_group_consumer(
+    let join = || {
+        spawn_group_consumer(
             &log.kafka,
             GroupOptions {
                 group: group.clone(),
@@ -83,8 +81,14 @@ pub async fn run(log: Log, config: DispatcherConfig, mut shutdown: watch::Receiv
                 revoke_timeout: Duration::from_secs(10),
                 cooperative: false,
             },
-        )?,
+        )
     };
+    let mut sources = Sources {
+        assignments: spawn_tail(&log.kafka, &log.topic(Topic::Assignments), |_, low, _| low)?,
+        monitors: spawn_tail(&log.kafka, &log.topic(Topic::Monitors), |_, _, high| high - MONITORS_TAIL)?,
+        config: join()?,
+    };
+    let mut orphans = Orphans::default();
     let dead = log.dead_letter(&group);
     info!(%instance, %group, "Dispatcher started.");
     let mut core = Dispatcher::new(config.settings.clone());
@@ -93,9 +97,19 @@ pub async fn run(log: Log, config: DispatcherConfig, mut shutdown: watch::Receiv
     // How far the assignments tail has read, per partition.
     let mut tail_read: BTreeMap<i32, i64> = BTreeMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut beat = tokio::time::interval(Duration::from_millis(config.settings.liveness.heartbeat_ms.max(100) as u64));
     let result = loop {
         tokio::select! {
             _ = shutdown.changed() => break Ok(()),
+            _ = beat.tick() => {
+                heartbeat(&log, &instance, &owned).await;
+                if orphans.should_rejoin(&core, log.topics.event_partitions, &config.settings, now_ms()) {
+                    warn!("Config partitions are owned by no live dispatcher; rejoining the group to get them reassigned.");
+                    std::mem::replace(&mut sources.config, join()?).stop().await;
+                    owned.clear();
+                    catch_up.live = false;
+                }
+            }
             _ = tick.tick() => {
                 if catch_up.live {
                     let topics = &log.topics;
@@ -133,6 +147,7 @@ pub async fn run(log: Log, config: DispatcherConfig, mut shutdown: watch::Receiv
             event = sources.config.events.recv() => match event {
                 Some(ConsumerEvent::Assigned(parts)) => {
                     owned = parts.iter().map(|(_, p)| *p).collect();
+                    heartbeat(&log, &instance, &owned).await;
                     info!(partitions = ?owned, "Rebuilding the configuration from the log.");
                     core.reset_config();
                     catch_up.config = owned.clone();
@@ -201,6 +216,47 @@ async fn fold(core: &mut Dispatcher, r: &Record, dead: Option<&netwatch_eventlog
         None => warn!(partition = r.partition, offset = r.offset, %reason, "Skipping a config record during rebuild."),
     }
     Ok(None)
+}
+
+/// Watches for `config` partitions that no live dispatcher reports owning. The group
+/// should hand a dead member's partitions to the others after the session timeout; a
+/// broker that tells only some members about the rebalance (docs/broker-notes.md) leaves
+/// them orphaned, and leaving and rejoining the group makes it form again.
+#[derive(Default)]
+struct Orphans {
+    since: Option<i64>,
+    last_rejoin: i64,
+}
+
+impl Orphans {
+    fn should_rejoin(&mut self, core: &Dispatcher, partitions: i32, settings: &Settings, now: i64) -> bool {
+        let claimed: BTreeSet<i32> = core.cluster().live_dispatchers(now).iter().flat_map(|d| d.partitions.iter().copied()).collect();
+        if (0..partitions).all(|p| claimed.contains(&p)) {
+            self.since = None;
+            return false;
+        }
+        let since = *self.since.get_or_insert(now);
+        let window = settings.liveness.heartbeat_ms * settings.liveness.missed;
+        let due = now - since >= SESSION_TIMEOUT_MS + window && now - self.last_rejoin >= 2 * SESSION_TIMEOUT_MS;
+        if due {
+            self.since = None;
+            self.last_rejoin = now;
+        }
+        due
+    }
+}
+
+/// Tell `monitors` this instance is alive and which `config` partitions it owns (what
+/// `netwatch status` lists as the dispatchers).
+async fn heartbeat(log: &Log, instance: &str, owned: &BTreeSet<i32>) {
+    let event = MonitorEvent {
+        monitor_id: instance.to_string(),
+        at_ms: now_ms(),
+        body: MonitorBody::DispatcherHeartbeat(DispatcherHeartbeat { partitions: owned.iter().copied().collect() }),
+    };
+    if let Err(e) = log.producer.send(&log.topic(Topic::Monitors), instance, None, &event).await {
+        warn!(error = %e, "Could not append a dispatcher heartbeat.");
+    }
 }
 
 async fn emit(log: &Log, instance: &str, commands: Vec<Emitted>) -> Result<(), LogError> {
