@@ -331,7 +331,9 @@ fn replay_while_serving_switches_without_a_gap() {
     assert!(out.status.success(), "replay failed: {}{}", stdout, String::from_utf8_lossy(&out.stderr));
     assert!(polls > 10, "only {polls} polls during the replay");
     assert!(stdout.contains("readers switched from g1 to g2"), "{stdout}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("events/s"), "progress is shown");
+    let progress = String::from_utf8_lossy(&out.stderr);
+    assert!(progress.contains("events/s"), "progress is shown: {progress}");
+    eprintln!("replay progress: {}", progress.lines().last().unwrap_or(""));
 
     // The live runner followed the switch: it keeps extending g2 while traffic goes on.
     wait_for("the live runner to extend g2", Duration::from_secs(60), || {
@@ -351,6 +353,13 @@ fn replay_while_serving_switches_without_a_gap() {
     let (status, body) = http_get(&http, &format!("/v1/tservers/{tserver}/calls/{connid}")).unwrap();
     assert_eq!(status, 200, "{body}");
     api_checks(&w, &http);
+    // dn-state replays the same way (config and calls); it equals the reference too.
+    let out = w.ok(&["replay", "dn-state"]);
+    assert!(out.contains("readers switched from g1 to g2"), "{out}");
+    let records = calls + w.records("config").len();
+    let want = caught_up(&w, &reference, "dn-state", records, Duration::from_secs(60));
+    let got = caught_up(&w, &w.store, "dn-state", records, Duration::from_secs(60));
+    assert_eq!((got.0, got.1.as_str(), got.2), (want.0, "g2", want.2), "dn-state rebuilt");
     drop(guard);
 }
 
