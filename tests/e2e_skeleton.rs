@@ -228,6 +228,16 @@ fn whole_pipeline_end_to_end() {
     assert_eq!(http_get(&http_addr, "/v1/tservers/1/dns/5003/calls?since=yesterday").unwrap().0, 400);
     assert_eq!(http_get(&http_addr, "/v1/tservers/x/dns").unwrap().0, 400);
     assert_eq!(http_get(&http_addr, "/healthz").unwrap(), (200, "ok\n".to_string()));
+    // The cluster view: monitor m1 is live, holds both T-Servers and all ten DNs.
+    let (status, body) = http_get(&http_addr, "/v1/cluster").unwrap();
+    assert_eq!(status, 200);
+    let cluster: Value = serde_json::from_str(&body).unwrap();
+    let m1 = cluster["monitors"].as_array().unwrap().iter().find(|m| m["id"] == "m1").cloned().unwrap();
+    assert_eq!(
+        (m1["live"].as_bool(), m1["tservers"].clone(), m1["dns"].as_i64()),
+        (Some(true), serde_json::json!([1, 2]), Some(10)),
+        "{cluster}"
+    );
 
     // The garbage record went to the dead-letter topic with its reason and position,
     // once from each consumer of `calls` (both projections), and nothing else did.
