@@ -350,19 +350,8 @@ impl Dispatcher {
             .min_by_key(|(t, w)| ((2 * w - gap).abs(), *t));
         let Some((tserver, _)) = candidate else { return Vec::new() };
         let Some(target) = lo.slots.iter().copied().min_by_key(|s| (self.tservers_in(*s), *s)) else { return Vec::new() };
-        let Some((from, _)) = self.placed.remove(&tserver) else { return Vec::new() };
-        let mut out: Vec<Emitted> = Vec::new();
-        let told: Vec<(i32, String)> =
-            self.registered.range((tserver, String::new())..).take_while(|((t, _), _)| *t == tserver).map(|(k, _)| k.clone()).collect();
-        for key in told {
-            if let Some((slot, dn)) = self.registered.remove(&key) {
-                out.push((slot, Command::UnregisterDn(DnRef { dbid: dn.dbid, tserver, number: dn.number })));
-            }
-        }
-        out.push((from, Command::RevokeTServer(TServerRef { id: tserver })));
-        self.pending.insert(tserver, Some(target));
         self.moves.push_back(now_ms);
-        out
+        self.revoke(tserver, Some(target))
     }
 }
 

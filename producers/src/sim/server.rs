@@ -201,24 +201,48 @@ async fn serve_client(stream: TcpStream, peer: SocketAddr, server: String, switc
 
 /// Ask a simulator to close every monitor's link; how many it closed.
 pub async fn drop_links(endpoint: &str) -> Result<u64, LinkError> {
-    let (mut w, mut r, _) = open(endpoint, "drop-links", Duration::from_secs(5)).await?;
-    let want = w.send(|ref_id| Request::RequestDropLinks { ref_id }).await?;
-    loop {
-        match tokio::time::timeout(Duration::from_secs(5), r.next()).await.map_err(|_| LinkError::ConnectTimeout(endpoint.into()))?? {
-            Message::EventLinksDropped { ref_id, dropped } if ref_id == want => return Ok(dropped),
-            _ => continue,
-        }
-    }
+    ask(
+        endpoint,
+        "drop-links",
+        |ref_id| Request::RequestDropLinks { ref_id },
+        |m| match m {
+            Message::EventLinksDropped { ref_id, dropped } => Some((ref_id, dropped)),
+            _ => None,
+        },
+    )
+    .await
 }
 
 /// Ask a simulator which DNs are registered by whom.
 pub async fn query_status(endpoint: &str) -> Result<Status, LinkError> {
-    let (mut w, mut r, _) = open(endpoint, "status-query", Duration::from_secs(5)).await?;
-    let want = w.send(|ref_id| Request::RequestStatus { ref_id }).await?;
+    ask(
+        endpoint,
+        "status-query",
+        |ref_id| Request::RequestStatus { ref_id },
+        |m| match m {
+            Message::EventStatus { ref_id, status } => Some((ref_id, status)),
+            _ => None,
+        },
+    )
+    .await
+}
+
+/// Open a link as `client`, send one request, and wait for the answer `pick` extracts.
+async fn ask<T>(
+    endpoint: &str,
+    client: &str,
+    request: impl FnOnce(u64) -> Request,
+    pick: impl Fn(Message) -> Option<(u64, T)>,
+) -> Result<T, LinkError> {
+    let (mut w, mut r, _) = open(endpoint, client, Duration::from_secs(5)).await?;
+    let want = w.send(request).await?;
     loop {
-        match tokio::time::timeout(Duration::from_secs(5), r.next()).await.map_err(|_| LinkError::ConnectTimeout(endpoint.into()))?? {
-            Message::EventStatus { ref_id, status } if ref_id == want => return Ok(status),
-            _ => continue,
+        let message =
+            tokio::time::timeout(Duration::from_secs(5), r.next()).await.map_err(|_| LinkError::ConnectTimeout(endpoint.into()))??;
+        if let Some((ref_id, answer)) = pick(message) {
+            if ref_id == want {
+                return Ok(answer);
+            }
         }
     }
 }
