@@ -39,6 +39,10 @@ fn dn_type_name(t: DnType) -> String {
 }
 
 /// Fold a config change into the row of its DN (T-Server changes touch no DN row).
+///
+/// Config changes set only the configuration fields and call events never do, and
+/// `updated_ms` keeps the latest time seen, so the row does not depend on how a reader
+/// interleaved the two topics.
 /// Returns the DN key it concerns and the new row.
 pub fn apply_config(current: impl FnOnce(i32, &str) -> Option<DnState>, change: &ConfigChange, at_ms: i64) -> Option<DnState> {
     match change {
@@ -47,13 +51,13 @@ pub fn apply_config(current: impl FnOnce(i32, &str) -> Option<DnState>, change: 
             row.configured = true;
             row.dbid = Some(d.dbid);
             row.dn_type = Some(dn_type_name(d.dn_type));
-            row.updated_ms = at_ms;
+            row.updated_ms = row.updated_ms.max(at_ms);
             Some(row)
         }
         ConfigChange::DnDeleted(d) => {
             let mut row = current(d.tserver, &d.number).unwrap_or_else(|| DnState::new(d.tserver, &d.number));
             row.configured = false;
-            row.updated_ms = at_ms;
+            row.updated_ms = row.updated_ms.max(at_ms);
             Some(row)
         }
         ConfigChange::TServerCreated(_) | ConfigChange::TServerUpdated(_) | ConfigChange::TServerDeleted(_) => None,
@@ -163,7 +167,7 @@ fn telephony(row: &mut DnState, t: &Telephony, at: i64) {
 /// Fold a call event into one DN's row (one that [`target`] named).
 pub fn apply_call(mut row: DnState, event: &CallEvent) -> DnState {
     let at = event.server_time_ms;
-    row.updated_ms = at;
+    row.updated_ms = row.updated_ms.max(at);
     match &event.body {
         CallBody::LinkConnected(_) => {
             row.link = "up".into();
@@ -512,6 +516,16 @@ mod tests {
         let row = play(row, &[tel(Ringing, "c1")]);
         assert_eq!(status(&row), ("ringing", 10));
         assert_eq!(status(&DnState::new(1, "5001")).0, "unknown");
+    }
+
+    #[test]
+    fn config_and_call_events_commute() {
+        use netwatch_schemas::config::Dn;
+        let created = ConfigChange::DnCreated(Dn { dbid: 7, tserver: 1, number: "5001".into(), dn_type: DnType::AcdPosition });
+        let calls = [tel(Ringing, "c1"), tel(Established, "c1")];
+        let config_first = play(apply_config(|_, _| Some(registered()), &created, 5).unwrap(), &calls);
+        let calls_first = apply_config(|_, _| Some(play(registered(), &calls)), &created, 5).unwrap();
+        assert_eq!(config_first, calls_first);
     }
 
     #[test]

@@ -82,9 +82,6 @@ pub struct Metrics {
     pub dead_lettered: AtomicU64,
 }
 
-/// Records applied per store write at most.
-const MAX_BATCH: usize = 500;
-
 /// How often a runner checks whether its generation is still the current one.
 const GENERATION_CHECK: Duration = Duration::from_secs(1);
 
@@ -184,6 +181,7 @@ pub async fn run_generation<S: Store>(
     info!(projection = projection.name(), gen, %group, "Projection started.");
     let mut check = tokio::time::interval(GENERATION_CHECK);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let max_batch = store.max_batch();
     let result = loop {
         if *stop.borrow() {
             break Ok(Ended::Shutdown);
@@ -210,7 +208,7 @@ pub async fn run_generation<S: Store>(
                     break;
                 }
             }
-            if records.len() < MAX_BATCH {
+            if records.len() < max_batch {
                 next = consumer.events.try_recv().ok();
             }
         }

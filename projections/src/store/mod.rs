@@ -199,6 +199,10 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<DnCall>, StoreError>> + Send;
     /// Every row of a projection generation as canonical JSON, in key order (checksums).
     fn dump(&self, projection: &str, gen: Gen) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+    /// At most this many log records per [`Store::write`].
+    fn max_batch(&self) -> usize {
+        500
+    }
     /// Write rows and positions atomically (SQLite) or guarded by log position
     /// (ScyllaDB); refused for a retired generation.
     fn write(&self, batch: Batch) -> impl Future<Output = Result<(), StoreError>> + Send;
@@ -271,6 +275,9 @@ impl Store for AnyStore {
     }
     async fn dump(&self, projection: &str, gen: Gen) -> Result<Vec<String>, StoreError> {
         each!(self, s => s.dump(projection, gen).await)
+    }
+    fn max_batch(&self) -> usize {
+        each!(self, s => s.max_batch())
     }
     async fn write(&self, batch: Batch) -> Result<(), StoreError> {
         each!(self, s => s.write(batch).await)

@@ -341,6 +341,12 @@ impl Store for ScyllaStore {
         Ok(keyed.into_iter().map(|(_, row)| row).collect())
     }
 
+    /// Small batches: one store write is one logged batch, which ScyllaDB refuses beyond
+    /// `batch_size_fail_threshold_in_kb` (1 MiB by default).
+    fn max_batch(&self) -> usize {
+        50
+    }
+
     async fn write(&self, batch: Batch) -> Result<(), StoreError> {
         if self.generations(&batch.projection).await?.contains(&(batch.gen, GenState::Retired)) {
             return Err(StoreError::Retired { projection: batch.projection.clone(), gen: batch.gen });
