@@ -152,7 +152,10 @@ fn three_monitors_balance_survive_a_kill_and_share_with_a_fourth() {
         }
     });
     eprintln!("after m4 joined: {per:?}; longest re-registration gap {longest_gap:?}");
-    assert!(longest_gap <= Duration::from_secs(5), "a moved DN stayed unregistered for {longest_gap:?}");
+    // A few seconds: a rebalance of the group takes one to three; when the broker hands a
+    // share of the slots to the dead member (docs/broker-notes.md), evacuation adds the
+    // liveness window (3 s here).
+    assert!(longest_gap <= Duration::from_secs(8), "a moved DN stayed unregistered for {longest_gap:?}");
 
     // At no moment was a DN registered by two monitors.
     for e in &site.endpoints {

@@ -59,6 +59,8 @@ pub struct Dispatcher {
     moves: VecDeque<i64>,
     /// Slots holding T-Servers that no live monitor claims, since when.
     orphaned: BTreeMap<i32, i64>,
+    /// T-Servers taken out of orphaned slots, since when.
+    evacuated: BTreeMap<i32, i64>,
 }
 
 /// Load of one live monitor.
@@ -83,6 +85,7 @@ impl Dispatcher {
             pending: BTreeMap::new(),
             moves: VecDeque::new(),
             orphaned: BTreeMap::new(),
+            evacuated: BTreeMap::new(),
         }
     }
 
@@ -161,7 +164,7 @@ impl Dispatcher {
             (None, _) => None,
             (Some(_), Some((slot, _))) => Some(*slot),
             (Some(_), None) => {
-                if self.cluster.holder_of(tserver, now_ms).is_some() {
+                if self.cluster.holder_of(tserver, now_ms).is_some() || self.evacuation_unsettled(tserver, now_ms) {
                     // Its previous monitor still holds it: placing it now could have two
                     // monitors watch its DNs. Wait for the release (see `tick`).
                     self.pending.entry(tserver).or_insert(None);
@@ -230,7 +233,7 @@ impl Dispatcher {
     }
 
     /// The consumer group normally hands a dead monitor's slots to survivors; when it
-    /// does not within the grace period (a broker that keeps a dead member in the group),
+    /// does not within the liveness window (a broker that keeps a dead member in the group),
     /// the dispatcher moves the T-Servers of those slots to live monitors itself. A dead
     /// monitor holds nothing (its links closed with it), so this cannot watch a DN twice.
     fn evacuate_orphans(&mut self, now_ms: i64, owned: &impl Fn(i32) -> bool) -> Vec<Emitted> {
@@ -244,14 +247,27 @@ impl Dispatcher {
                 self.orphaned.entry(slot).or_insert(now_ms);
             }
         }
-        let grace = self.settings.liveness.heartbeat_ms * (self.settings.liveness.missed + 2);
+        let grace = self.settings.liveness.heartbeat_ms * self.settings.liveness.missed;
         let expired: BTreeSet<i32> = self.orphaned.iter().filter(|(_, since)| now_ms - **since >= grace).map(|(s, _)| *s).collect();
         let evacuate: Vec<i32> = self.placed.iter().filter(|(t, (s, _))| expired.contains(s) && owned(**t)).map(|(t, _)| *t).collect();
         let mut out = Vec::new();
         for tserver in evacuate {
+            self.evacuated.insert(tserver, now_ms);
             out.extend(self.revoke(tserver, None));
         }
         out
+    }
+
+    /// An evacuated T-Server is placed again one heartbeat after its revoke: a monitor
+    /// the group gave its old slot to in the meantime has then reported holding it (and
+    /// the placement waits for its release) or read the revoke.
+    fn evacuation_unsettled(&mut self, tserver: i32, now_ms: i64) -> bool {
+        let Some(since) = self.evacuated.get(&tserver).copied() else { return false };
+        if now_ms - since < self.settings.liveness.heartbeat_ms {
+            return true;
+        }
+        self.evacuated.remove(&tserver);
+        false
     }
 
     /// Unregister a T-Server's DNs and revoke it in its slot; it is placed again (in

@@ -5,14 +5,16 @@
 mod link;
 mod slots;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use netwatch_eventlog::{spawn_group_consumer, ConsumerEvent, GroupOptions, Log, LogError, StartAt, Topic};
+use netwatch_eventlog::{spawn_group_consumer, spawn_tail, ConsumerEvent, GroupOptions, Log, LogError, StartAt, Topic};
 use netwatch_schemas::assignments::Assignment;
 use netwatch_schemas::config::TServer;
 use netwatch_schemas::monitors::{Heartbeat, MonitorBody, MonitorEvent, Started, Stopping};
+
+use crate::cluster::{Cluster, Liveness};
 use netwatch_schemas::{decode, now_ms};
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -48,7 +50,17 @@ pub async fn run(log: Log, config: MonitorConfig, mut shutdown: watch::Receiver<
         },
     )?;
     let dead = log.dead_letter(&group);
-    let mut monitor = Monitor { log: log.clone(), id: config.id.clone(), slots: Slots::default(), links: BTreeMap::new(), changed: false };
+    let liveness = Liveness { heartbeat_ms: config.heartbeat.as_millis() as i64, ..Liveness::default() };
+    let mut others = spawn_tail(&log.kafka, &log.topic(Topic::Monitors), |_, _, high| high - 2_000)?;
+    let mut monitor = Monitor {
+        log: log.clone(),
+        id: config.id.clone(),
+        slots: Slots::default(),
+        links: BTreeMap::new(),
+        changed: false,
+        cluster: Cluster::new(liveness),
+        deferred: BTreeSet::new(),
+    };
     monitor.report(MonitorBody::Started(Started { host: hostname(), pid: std::process::id() as i32 })).await;
     info!(id = %config.id, %group, "Monitor started.");
     let mut heartbeat = tokio::time::interval(config.heartbeat);
@@ -63,6 +75,15 @@ pub async fn run(log: Log, config: MonitorConfig, mut shutdown: watch::Receiver<
             _ = shutdown.changed() => break Ok(()),
             _ = heartbeat.tick() => {
                 monitor.heartbeat().await;
+                monitor.retry_deferred().await;
+                continue;
+            }
+            event = others.events.recv() => {
+                if let Some(ConsumerEvent::Record(r)) = event {
+                    if let Some(Ok(m)) = r.value.as_deref().map(decode::<MonitorEvent>) {
+                        monitor.cluster.observe(&m);
+                    }
+                }
                 continue;
             }
             event = consumer.events.recv() => match event { Some(e) => e, None => break Ok(()) },
@@ -122,6 +143,7 @@ pub async fn run(log: Log, config: MonitorConfig, mut shutdown: watch::Receiver<
         }
     }
     consumer.stop().await;
+    others.stop().await;
     info!(id = %config.id, "Monitor stopped.");
     result
 }
@@ -133,6 +155,10 @@ struct Monitor {
     links: BTreeMap<i32, LinkHandle>,
     /// Slots or links changed since the last heartbeat.
     changed: bool,
+    /// The other monitors, from `monitors`.
+    cluster: Cluster,
+    /// T-Servers this monitor should watch but another live monitor still holds.
+    deferred: BTreeSet<i32>,
 }
 
 impl Monitor {
@@ -147,6 +173,17 @@ impl Monitor {
                 }
             }
             Some((t, dns)) => {
+                // Last line of defence against two monitors watching one DN: if another
+                // live monitor still reports holding this T-Server (a group or a
+                // dispatcher decision raced its release), wait for it to let go.
+                let now = netwatch_schemas::now_ms();
+                if let Some(other) = self.cluster.holder_of(tserver, now).filter(|m| m.id != self.id) {
+                    if self.deferred.insert(tserver) {
+                        warn!(tserver, holder = %other.id, "Another monitor still holds this T-Server; waiting for it to let go.");
+                    }
+                    return;
+                }
+                self.deferred.remove(&tserver);
                 if let Some(old) = self.links.remove(&tserver) {
                     info!(tserver, endpoint = %t.endpoint(), "T-Server endpoint changed; reconnecting.");
                     old.stop().await;
@@ -157,12 +194,21 @@ impl Monitor {
                 self.links.insert(tserver, LinkHandle::spawn(self.log.clone(), self.id.clone(), t, dns, stats));
             }
             None => {
+                self.deferred.remove(&tserver);
                 if let Some(old) = self.links.remove(&tserver) {
                     info!(tserver, "Releasing T-Server.");
                     old.stop().await;
                     self.changed = true;
                 }
             }
+        }
+    }
+
+    /// Try again the T-Servers that waited for another monitor to let go.
+    async fn retry_deferred(&mut self) {
+        let waiting: Vec<i32> = self.deferred.iter().copied().collect();
+        for t in waiting {
+            self.reconcile(t).await;
         }
     }
 
