@@ -114,7 +114,8 @@ fn main() -> ExitCode {
             | Command::Up(_)
             | Command::Sim(sim::SimCmd::Tserver(_))
     );
-    let default_level = if long_running { "info" } else { "warn" };
+    // One-shot commands report their own one-line error; librdkafka's retries would bury it.
+    let default_level = if long_running { "info" } else { "warn,rdkafka=off,librdkafka=off" };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("NETWATCH_LOG")

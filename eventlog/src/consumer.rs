@@ -219,7 +219,7 @@ pub fn spawn_tail(kafka: &KafkaConfig, topic: &str, start: impl Fn(i32, i64, i64
         .set("fetch.wait.max.ms", "100")
         .create_with_context(Quiet)?;
     let timeout = Duration::from_secs(10);
-    let md = consumer.fetch_metadata(Some(topic), timeout)?;
+    let md = consumer.fetch_metadata(Some(topic), timeout).map_err(|e| LogError::unreachable(kafka, e))?;
     let partitions: Vec<i32> = match md.topics().first() {
         Some(t) if t.error().is_none() && !t.partitions().is_empty() => t.partitions().iter().map(|p| p.id()).collect(),
         _ => return Err(LogError::MissingTopic(topic.to_string())),

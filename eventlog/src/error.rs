@@ -14,3 +14,13 @@ pub enum LogError {
     #[error("background task failed: {0}")]
     Task(String),
 }
+
+impl LogError {
+    /// A metadata request failed: say which broker did not answer, in one line.
+    pub fn unreachable(kafka: &crate::KafkaConfig, error: KafkaError) -> LogError {
+        match error {
+            KafkaError::MetadataFetch(_) => LogError::NotReady { brokers: kafka.brokers.clone(), seconds: 10 },
+            other => LogError::Kafka(other),
+        }
+    }
+}

@@ -66,7 +66,7 @@ pub fn read_range(
 ) -> Result<Vec<Record>, LogError> {
     let consumer: BaseConsumer = kafka.client().set("group.id", "netwatch-reader").set("enable.auto.commit", "false").create()?;
     let timeout = Duration::from_secs(10);
-    let md = consumer.fetch_metadata(Some(topic), timeout)?;
+    let md = consumer.fetch_metadata(Some(topic), timeout).map_err(|e| LogError::unreachable(kafka, e))?;
     let partitions: Vec<i32> = match md.topics().first() {
         Some(t) if t.error().is_none() && !t.partitions().is_empty() => t.partitions().iter().map(|p| p.id()).collect(),
         _ => return Err(LogError::MissingTopic(topic.to_string())),
@@ -132,7 +132,7 @@ pub fn scan(
         return Ok(());
     }
     let consumer: BaseConsumer = kafka.client().set("group.id", "netwatch-reader").set("enable.auto.commit", "false").create()?;
-    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).map_err(|e| LogError::unreachable(kafka, e))?;
     let mut tpl = TopicPartitionList::new();
     match md.topics().first() {
         Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
