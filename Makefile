@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 
 .DEFAULT_GOAL := help
-.PHONY: help build run test lint fmt broker-install broker-up broker-down clean
+.PHONY: help build run test lint fmt broker-install broker-up broker-down up down clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -28,11 +28,17 @@ fmt: ## Format the code
 broker-install: ## Install tansu 0.6.0 with cargo unless that version is installed already
 	infra/broker.sh install
 
-broker-up: broker-install build ## Start the broker on 127.0.0.1:$${BROKER_PORT:-9092} (data in data/broker)
+broker-up: broker-install build ## Start the broker on 127.0.0.1:9092 (BROKER_PORT=... to change; data in data/broker)
 	infra/broker.sh start
 
 broker-down: ## Stop the broker
 	infra/broker.sh stop
+
+up: ## With Docker: Kafka + ScyllaDB + netwatch from infra/compose.yaml
+	docker compose -f infra/compose.yaml up --build -d
+
+down: ## With Docker: stop what `make up` started
+	docker compose -f infra/compose.yaml down
 
 clean: ## Remove build output and local data
 	$(CARGO) clean
