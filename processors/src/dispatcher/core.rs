@@ -47,9 +47,15 @@ impl Default for Settings {
 pub struct Dispatcher {
     settings: Settings,
     config: ConfigState,
-    /// T-Server → (slot, what the slot was told).
+    /// T-Server → slot → what that slot's latest command for it says (an assign).
+    /// Kept per slot because partitions are read in no order relative to each other:
+    /// the per-slot latest command does not depend on that order.
+    told_tservers: BTreeMap<i32, BTreeMap<i32, TServer>>,
+    /// (T-Server, DN) → slot → the DN as that slot's latest command registers it.
+    told_dns: BTreeMap<(i32, String), BTreeMap<i32, Dn>>,
+    /// T-Server → (slot, what the slot was told): the lowest slot that assigns it.
     placed: BTreeMap<i32, (i32, TServer)>,
-    /// (T-Server, DN) → (slot, what the slot was told).
+    /// (T-Server, DN) → (slot, what the slot was told): the lowest slot registering it.
     registered: BTreeMap<(i32, String), (i32, Dn)>,
     cluster: Cluster,
     /// T-Servers waiting to be placed until no live monitor holds them, with the slot
@@ -80,6 +86,8 @@ impl Dispatcher {
             cluster: Cluster::new(settings.liveness),
             settings,
             config: ConfigState::default(),
+            told_tservers: BTreeMap::new(),
+            told_dns: BTreeMap::new(),
             placed: BTreeMap::new(),
             registered: BTreeMap::new(),
             pending: BTreeMap::new(),
@@ -114,28 +122,64 @@ impl Dispatcher {
         self.config = ConfigState::default();
     }
 
-    /// Fold a command read from `assignments` (partition = slot).
+    /// Fold a command read from `assignments` (partition = slot). Commands of one slot
+    /// must come in their order; different slots may interleave in any order.
     pub fn observe(&mut self, slot: i32, command: &Command) {
         match command {
             Command::AssignTServer(t) => {
-                self.placed.insert(t.id, (slot, t.clone()));
+                self.told_tservers.entry(t.id).or_default().insert(slot, t.clone());
                 self.pending.remove(&t.id);
+                self.refresh_tserver(t.id);
             }
             Command::RevokeTServer(t) => {
-                if self.slot_of(t.id) == Some(slot) {
-                    self.placed.remove(&t.id);
+                if let Some(slots) = self.told_tservers.get_mut(&t.id) {
+                    slots.remove(&slot);
                 }
+                self.refresh_tserver(t.id);
             }
             Command::RegisterDn(d) => {
-                self.registered.insert((d.tserver, d.number.clone()), (slot, d.clone()));
+                let key = (d.tserver, d.number.clone());
+                self.told_dns.entry(key.clone()).or_default().insert(slot, d.clone());
+                self.refresh_dn(key);
             }
             Command::UnregisterDn(d) => {
                 let key = (d.tserver, d.number.clone());
-                if self.registered.get(&key).map(|(s, _)| *s) == Some(slot) {
-                    self.registered.remove(&key);
+                if let Some(slots) = self.told_dns.get_mut(&key) {
+                    slots.remove(&slot);
                 }
+                self.refresh_dn(key);
             }
         }
+    }
+
+    fn refresh_tserver(&mut self, tserver: i32) {
+        match self.told_tservers.get(&tserver).and_then(|m| m.iter().next()) {
+            Some((slot, t)) => {
+                self.placed.insert(tserver, (*slot, t.clone()));
+            }
+            None => {
+                self.told_tservers.remove(&tserver);
+                self.placed.remove(&tserver);
+            }
+        }
+    }
+
+    fn refresh_dn(&mut self, key: (i32, String)) {
+        match self.told_dns.get(&key).and_then(|m| m.iter().next()) {
+            Some((slot, d)) => {
+                self.registered.insert(key, (*slot, d.clone()));
+            }
+            None => {
+                self.told_dns.remove(&key);
+                self.registered.remove(&key);
+            }
+        }
+    }
+
+    /// Record a command as told and add it to `out`.
+    fn tell(&mut self, out: &mut Vec<Emitted>, slot: i32, command: Command) {
+        self.observe(slot, &command);
+        out.push((slot, command));
     }
 
     /// Fold an event read from `monitors`.
@@ -175,39 +219,40 @@ impl Dispatcher {
                 }
             }
         };
-        let told: Vec<((i32, String), (i32, Dn))> = self
-            .registered
+        // Every slot other than the chosen one lets go of the T-Server and its DNs (a
+        // move, a deletion, or two dispatchers that placed it twice).
+        let told_dns: Vec<(i32, Dn)> = self
+            .told_dns
             .range((tserver, String::new())..)
             .take_while(|((t, _), _)| *t == tserver)
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .flat_map(|((_, n), slots)| slots.iter().map(move |(s, d)| (*s, Dn { number: n.clone(), ..d.clone() })))
             .collect();
-        for (key, (at, dn)) in told {
-            if Some(at) != slot || !self.config.dns.contains_key(&key) {
-                self.registered.remove(&key);
-                out.push((at, Command::UnregisterDn(DnRef { dbid: dn.dbid, tserver, number: dn.number })));
+        for (at, dn) in told_dns {
+            if Some(at) != slot || !self.config.dns.contains_key(&(tserver, dn.number.clone())) {
+                self.tell(&mut out, at, Command::UnregisterDn(DnRef { dbid: dn.dbid, tserver, number: dn.number }));
+            }
+        }
+        let told_slots: Vec<i32> = self.told_tservers.get(&tserver).map(|m| m.keys().copied().collect()).unwrap_or_default();
+        for at in told_slots {
+            if Some(at) != slot && (wanted.is_none() || slot.is_some()) {
+                self.tell(&mut out, at, Command::RevokeTServer(TServerRef { id: tserver }));
             }
         }
         match (wanted, slot) {
             (Some(t), Some(slot)) => {
-                if current.as_ref().map(|(_, told)| told) != Some(&t) {
-                    self.placed.insert(tserver, (slot, t.clone()));
-                    out.push((slot, Command::AssignTServer(t)));
+                if self.told_tservers.get(&tserver).and_then(|m| m.get(&slot)) != Some(&t) {
+                    self.tell(&mut out, slot, Command::AssignTServer(t));
                 }
                 let dns: Vec<Dn> = self.config.dns_of(tserver).cloned().collect();
                 for dn in dns {
                     let key = (tserver, dn.number.clone());
-                    if self.registered.get(&key) != Some(&(slot, dn.clone())) {
-                        self.registered.insert(key, (slot, dn.clone()));
-                        out.push((slot, Command::RegisterDn(dn)));
+                    if self.told_dns.get(&key).and_then(|m| m.get(&slot)) != Some(&dn) {
+                        self.tell(&mut out, slot, Command::RegisterDn(dn));
                     }
                 }
             }
             (None, _) => {
                 self.pending.remove(&tserver);
-                if let Some((at, _)) = current {
-                    self.placed.remove(&tserver);
-                    out.push((at, Command::RevokeTServer(TServerRef { id: tserver })));
-                }
             }
             (Some(_), None) => {}
         }
@@ -273,16 +318,20 @@ impl Dispatcher {
     /// Unregister a T-Server's DNs and revoke it in its slot; it is placed again (in
     /// `target` if given) once no live monitor holds it.
     fn revoke(&mut self, tserver: i32, target: Option<i32>) -> Vec<Emitted> {
-        let Some((from, _)) = self.placed.remove(&tserver) else { return Vec::new() };
         let mut out: Vec<Emitted> = Vec::new();
-        let told: Vec<(i32, String)> =
-            self.registered.range((tserver, String::new())..).take_while(|((t, _), _)| *t == tserver).map(|(k, _)| k.clone()).collect();
-        for key in told {
-            if let Some((slot, dn)) = self.registered.remove(&key) {
-                out.push((slot, Command::UnregisterDn(DnRef { dbid: dn.dbid, tserver, number: dn.number })));
-            }
+        let told_dns: Vec<(i32, DnRef)> = self
+            .told_dns
+            .range((tserver, String::new())..)
+            .take_while(|((t, _), _)| *t == tserver)
+            .flat_map(|((_, n), slots)| slots.iter().map(move |(s, d)| (*s, DnRef { dbid: d.dbid, tserver, number: n.clone() })))
+            .collect();
+        for (slot, dn) in told_dns {
+            self.tell(&mut out, slot, Command::UnregisterDn(dn));
         }
-        out.push((from, Command::RevokeTServer(TServerRef { id: tserver })));
+        let told_slots: Vec<i32> = self.told_tservers.get(&tserver).map(|m| m.keys().copied().collect()).unwrap_or_default();
+        for slot in told_slots {
+            self.tell(&mut out, slot, Command::RevokeTServer(TServerRef { id: tserver }));
+        }
         self.pending.insert(tserver, target);
         out
     }

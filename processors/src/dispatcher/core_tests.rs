@@ -258,6 +258,46 @@ fn slots_of_a_dead_monitor_that_nobody_takes_over_are_evacuated() {
 }
 
 #[test]
+fn the_slot_view_does_not_depend_on_the_order_partitions_are_read_in() {
+    // T moved from slot 2 to slot 5: slot 2 holds Assign, Revoke; slot 5 holds Assign.
+    let slot2 = [Command::AssignTServer(ts(1, 7001)), Command::RevokeTServer(TServerRef { id: 1 })];
+    let slot5 = [Command::AssignTServer(ts(1, 7001)), Command::RegisterDn(dn(1, 10, "5001"))];
+    for five_first in [true, false] {
+        let mut d = Dispatcher::new(settings());
+        let (first, second): (Vec<(i32, &Command)>, Vec<(i32, &Command)>) = if five_first {
+            (slot5.iter().map(|c| (5, c)).collect(), slot2.iter().map(|c| (2, c)).collect())
+        } else {
+            (slot2.iter().map(|c| (2, c)).collect(), slot5.iter().map(|c| (5, c)).collect())
+        };
+        for (slot, c) in first.into_iter().chain(second) {
+            d.observe(slot, c);
+        }
+        assert_eq!(d.slot_of(1), Some(5), "five first: {five_first}");
+        d.apply(&ConfigChange::TServerCreated(ts(1, 7001))).unwrap();
+        d.apply(&ConfigChange::DnCreated(dn(1, 10, "5001"))).unwrap();
+        assert!(d.reconcile(1, 0).is_empty(), "nothing to change, five first: {five_first}");
+    }
+}
+
+#[test]
+fn a_tserver_assigned_in_two_slots_is_revoked_in_the_extra_one() {
+    let mut d = Dispatcher::new(settings());
+    d.observe(3, &Command::AssignTServer(ts(1, 7001)));
+    d.observe(6, &Command::AssignTServer(ts(1, 7001)));
+    d.observe(6, &Command::RegisterDn(dn(1, 10, "5001")));
+    d.apply(&ConfigChange::TServerCreated(ts(1, 7001))).unwrap();
+    d.apply(&ConfigChange::DnCreated(dn(1, 10, "5001"))).unwrap();
+    assert_eq!(
+        d.reconcile(1, 0),
+        vec![
+            (6, Command::UnregisterDn(DnRef { dbid: 10, tserver: 1, number: "5001".into() })),
+            (6, Command::RevokeTServer(TServerRef { id: 1 })),
+            (3, Command::RegisterDn(dn(1, 10, "5001"))),
+        ]
+    );
+}
+
+#[test]
 fn moves_respect_the_rate_limit() {
     let mut site = Site::new(&[("a", vec![0, 1, 2, 3, 4, 5, 6, 7])]);
     for t in 1..=6 {
