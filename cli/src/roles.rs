@@ -180,6 +180,9 @@ pub async fn dispatcher(ctx: &Ctx, args: DispatcherArgs) -> Result<(), CliError>
 }
 
 pub async fn monitor(ctx: &Ctx, args: MonitorArgs) -> Result<(), CliError> {
+    if Duration::from(args.heartbeat).is_zero() {
+        return Err(input("--heartbeat must be longer than 0"));
+    }
     let shutdown = shutdown_on_signal();
     let config = MonitorConfig {
         id: args.id.unwrap_or_else(|| default_id("monitor")),

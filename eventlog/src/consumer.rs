@@ -76,6 +76,12 @@ impl GroupConsumer {
     pub async fn stop(mut self) {
         self.stop.store(true, Ordering::SeqCst);
         self.events.close();
+        // A revocation still queued holds the poll thread until acknowledged.
+        while let Ok(event) = self.events.try_recv() {
+            if let ConsumerEvent::Revoked { ack, .. } = event {
+                let _ = ack.send(());
+            }
+        }
         if let Some(thread) = self.thread.take() {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }

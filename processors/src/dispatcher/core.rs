@@ -67,6 +67,8 @@ pub struct Dispatcher {
     orphaned: BTreeMap<i32, i64>,
     /// T-Servers taken out of orphaned slots, since when.
     evacuated: BTreeMap<i32, i64>,
+    /// When another dispatcher last revoked a T-Server (one of its moves in flight).
+    foreign_revoke_ms: i64,
 }
 
 /// Load of one live monitor.
@@ -76,7 +78,11 @@ pub struct MonitorLoad {
     pub slots: Vec<i32>,
     pub tservers: Vec<i32>,
     pub dns: i64,
+    /// DNs + sessions + memory: what placement compares.
     pub load: i64,
+    /// The memory part of `load`; moves compare `load - rss_points`, since memory does
+    /// not drop right after a T-Server leaves.
+    pub rss_points: i64,
 }
 
 impl Dispatcher {
@@ -94,6 +100,7 @@ impl Dispatcher {
             moves: VecDeque::new(),
             orphaned: BTreeMap::new(),
             evacuated: BTreeMap::new(),
+            foreign_revoke_ms: i64::MIN / 2,
         }
     }
 
@@ -115,6 +122,20 @@ impl Dispatcher {
     /// T-Servers waiting for their previous holder to let go.
     pub fn pending(&self) -> impl Iterator<Item = &i32> {
         self.pending.keys()
+    }
+
+    /// Another dispatcher revoked a T-Server at `now_ms`: its move is in flight, so the
+    /// loads are not final; rebalancing waits until it settles.
+    pub fn note_foreign_revoke(&mut self, now_ms: i64) {
+        self.foreign_revoke_ms = now_ms;
+    }
+
+    /// Drop the work in progress for T-Servers this dispatcher no longer owns (its
+    /// `config` partitions changed); their new owner decides about them.
+    pub fn forget_unowned(&mut self, owned: impl Fn(i32) -> bool) {
+        self.pending.retain(|t, _| owned(*t));
+        self.evacuated.retain(|t, _| owned(*t));
+        self.moves.clear();
     }
 
     /// Forget the configuration (before refolding `config` partitions from the start).
@@ -271,7 +292,7 @@ impl Dispatcher {
         let mut out = self.evacuate_orphans(now_ms, &owned);
         let waiting: Vec<i32> = self.pending.keys().copied().filter(|t| owned(*t)).collect();
         out.extend(waiting.into_iter().flat_map(|t| self.reconcile(t, now_ms)));
-        if self.pending.is_empty() {
+        if !self.pending.keys().any(|t| owned(*t)) {
             out.extend(self.rebalance(now_ms, &owned));
         }
         out
@@ -283,7 +304,11 @@ impl Dispatcher {
     /// monitor holds nothing (its links closed with it), so this cannot watch a DN twice.
     fn evacuate_orphans(&mut self, now_ms: i64, owned: &impl Fn(i32) -> bool) -> Vec<Emitted> {
         let occupied: BTreeSet<i32> = self.placed.values().map(|(s, _)| *s).collect();
-        let any_live = self.cluster.live(now_ms).iter().any(|m| !m.slots.is_empty());
+        // While slots move between monitors (an ordinary rebalance), unclaimed slots are
+        // expected: only a slot still unclaimed once ownership settled is orphaned.
+        let settle_ms = 3 * self.settings.liveness.heartbeat_ms;
+        let any_live = self.cluster.live(now_ms).iter().any(|m| !m.slots.is_empty())
+            && !self.cluster.unsettled(self.settings.slots, now_ms, settle_ms);
         self.orphaned.retain(|s, _| occupied.contains(s));
         for slot in occupied {
             if !any_live || self.cluster.owner_of(slot, now_ms).is_some() {
@@ -341,13 +366,9 @@ impl Dispatcher {
         let mut loads: BTreeMap<String, MonitorLoad> = BTreeMap::new();
         for m in self.cluster.live(now_ms) {
             if !m.slots.is_empty() {
-                let load = MonitorLoad {
-                    monitor: m.id.clone(),
-                    slots: Vec::new(),
-                    tservers: Vec::new(),
-                    dns: 0,
-                    load: m.rss_bytes / RSS_BYTES_PER_POINT,
-                };
+                let rss_points = m.rss_bytes / RSS_BYTES_PER_POINT;
+                let load =
+                    MonitorLoad { monitor: m.id.clone(), slots: Vec::new(), tservers: Vec::new(), dns: 0, load: rss_points, rss_points };
                 loads.insert(m.id.clone(), load);
             }
         }
@@ -400,12 +421,16 @@ impl Dispatcher {
         }
         // Slots are moving between monitors (a join, a death): loads are not known yet.
         let settle_ms = 3 * self.settings.liveness.heartbeat_ms;
-        if !self.orphaned.is_empty() || self.cluster.unsettled(self.settings.slots, now_ms, settle_ms) {
+        if !self.orphaned.is_empty()
+            || self.cluster.unsettled(self.settings.slots, now_ms, settle_ms)
+            || now_ms - self.foreign_revoke_ms < settle_ms
+        {
             return Vec::new();
         }
-        let loads = self.loads(now_ms);
+        let mut loads = self.loads(now_ms);
+        loads.sort_by(|a, b| (a.load - a.rss_points, &a.monitor).cmp(&(b.load - b.rss_points, &b.monitor)));
         let (Some(lo), Some(hi)) = (loads.first(), loads.last()) else { return Vec::new() };
-        let gap = hi.load - lo.load;
+        let gap = (hi.load - hi.rss_points) - (lo.load - lo.rss_points);
         let candidate = hi
             .tservers
             .iter()

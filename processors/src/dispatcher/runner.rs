@@ -78,7 +78,7 @@ pub async fn run(log: Log, config: DispatcherConfig, mut shutdown: watch::Receiv
                 group: group.clone(),
                 topics: vec![log.topic(Topic::Config)],
                 start: StartAt::Beginning,
-                revoke_timeout: Duration::from_secs(10),
+                revoke_timeout: Duration::from_secs(60),
                 cooperative: false,
             },
         )
@@ -125,6 +125,9 @@ pub async fn run(log: Log, config: DispatcherConfig, mut shutdown: watch::Receiv
                         // Our own commands are already in the core, and their echo may
                         // arrive after later decisions about the same key.
                         if a.dispatcher != instance {
+                            if matches!(a.command, netwatch_schemas::assignments::Command::RevokeTServer(_)) {
+                                core.note_foreign_revoke(now_ms());
+                            }
                             core.observe(r.partition, &a.command);
                         }
                     }
@@ -147,6 +150,8 @@ pub async fn run(log: Log, config: DispatcherConfig, mut shutdown: watch::Receiv
             event = sources.config.events.recv() => match event {
                 Some(ConsumerEvent::Assigned(parts)) => {
                     owned = parts.iter().map(|(_, p)| *p).collect();
+                    let topics = &log.topics;
+                    core.forget_unowned(|t| owned.contains(&topics.tserver_partition(t)));
                     heartbeat(&log, &instance, &owned).await;
                     info!(partitions = ?owned, "Rebuilding the configuration from the log.");
                     core.reset_config();
@@ -164,6 +169,7 @@ pub async fn run(log: Log, config: DispatcherConfig, mut shutdown: watch::Receiv
                 }
                 Some(ConsumerEvent::Revoked { ack, .. }) => {
                     owned.clear();
+                    core.forget_unowned(|_| false);
                     catch_up.live = false;
                     let _ = ack.send(());
                 }

@@ -232,7 +232,7 @@ async fn release(
     if sync(writer, requested, &BTreeSet::new()).await.is_err() {
         return;
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
     while !pending.is_empty() {
         match tokio::time::timeout_at(deadline, reader.next()).await {
             Ok(Ok(Message::EventUnregistered { dn, time_ms, .. })) => {

@@ -64,6 +64,7 @@ pub async fn run(log: Log, config: MonitorConfig, mut shutdown: watch::Receiver<
     monitor.report(MonitorBody::Started(Started { host: hostname(), pid: std::process::id() as i32 })).await;
     info!(id = %config.id, %group, "Monitor started.");
     let mut heartbeat = tokio::time::interval(config.heartbeat);
+    let mut retry = tokio::time::interval(config.heartbeat);
     let result = loop {
         // Report at once when slots or links changed: the dispatcher waits for a moved
         // T-Server to leave this monitor's report before assigning it elsewhere.
@@ -75,6 +76,9 @@ pub async fn run(log: Log, config: MonitorConfig, mut shutdown: watch::Receiver<
             _ = shutdown.changed() => break Ok(()),
             _ = heartbeat.tick() => {
                 monitor.heartbeat().await;
+                continue;
+            }
+            _ = retry.tick() => {
                 monitor.retry_deferred().await;
                 continue;
             }
@@ -101,9 +105,9 @@ pub async fn run(log: Log, config: MonitorConfig, mut shutdown: watch::Receiver<
                 for (_, p) in partitions {
                     touched.extend(monitor.slots.revoke(p));
                 }
-                for t in touched {
-                    monitor.reconcile(t).await;
-                }
+                // Release them all at once: the rebalance (and this monitor's heartbeats)
+                // wait for it, so it must take one link's release time, not their sum.
+                monitor.release(touched).await;
                 info!(slots = ?monitor.slots.owned(), "Slots revoked; their T-Servers are released.");
                 monitor.changed = true;
                 let _ = ack.send(());
@@ -177,7 +181,8 @@ impl Monitor {
                 // live monitor still reports holding this T-Server (a group or a
                 // dispatcher decision raced its release), wait for it to let go.
                 let now = netwatch_schemas::now_ms();
-                if let Some(other) = self.cluster.holder_of(tserver, now).filter(|m| m.id != self.id) {
+                let holder = self.cluster.live(now).into_iter().find(|m| m.id != self.id && m.tservers.contains(&tserver));
+                if let Some(other) = holder {
                     if self.deferred.insert(tserver) {
                         warn!(tserver, holder = %other.id, "Another monitor still holds this T-Server; waiting for it to let go.");
                     }
@@ -202,6 +207,22 @@ impl Monitor {
                 }
             }
         }
+    }
+
+    /// Stop the links of T-Servers no owned slot wants any more, concurrently.
+    async fn release(&mut self, tservers: Vec<i32>) {
+        let mut stopping = tokio::task::JoinSet::new();
+        for t in tservers {
+            self.deferred.remove(&t);
+            if self.slots.desired(t).is_none() {
+                if let Some(h) = self.links.remove(&t) {
+                    info!(tserver = t, "Releasing T-Server.");
+                    stopping.spawn(h.stop());
+                    self.changed = true;
+                }
+            }
+        }
+        while stopping.join_next().await.is_some() {}
     }
 
     /// Try again the T-Servers that waited for another monitor to let go.
