@@ -264,12 +264,10 @@ fn the_slot_view_does_not_depend_on_the_order_partitions_are_read_in() {
     let slot5 = [Command::AssignTServer(ts(1, 7001)), Command::RegisterDn(dn(1, 10, "5001"))];
     for five_first in [true, false] {
         let mut d = Dispatcher::new(settings());
-        let (first, second): (Vec<(i32, &Command)>, Vec<(i32, &Command)>) = if five_first {
-            (slot5.iter().map(|c| (5, c)).collect(), slot2.iter().map(|c| (2, c)).collect())
-        } else {
-            (slot2.iter().map(|c| (2, c)).collect(), slot5.iter().map(|c| (5, c)).collect())
-        };
-        for (slot, c) in first.into_iter().chain(second) {
+        let in_two = slot2.iter().map(|c| (2, c));
+        let in_five = slot5.iter().map(|c| (5, c));
+        let order: Vec<(i32, &Command)> = if five_first { in_five.chain(in_two).collect() } else { in_two.chain(in_five).collect() };
+        for (slot, c) in order {
             d.observe(slot, c);
         }
         assert_eq!(d.slot_of(1), Some(5), "five first: {five_first}");
