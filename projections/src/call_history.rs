@@ -245,17 +245,7 @@ mod tests {
 
     fn any_telephony() -> impl proptest::strategy::Strategy<Value = (i64, Telephony)> {
         use proptest::prelude::*;
-        use TEventKind::*;
-        let kind = prop_oneof![
-            Just(Ringing),
-            Just(Dialing),
-            Just(Established),
-            Just(Held),
-            Just(Retrieved),
-            Just(PartyChanged),
-            Just(Released),
-            Just(Abandoned)
-        ];
+        let kind = proptest::sample::select(TEventKind::ALL.to_vec());
         let dn = prop_oneof![Just("5001"), Just("5002"), Just("5003")];
         let ty = prop_oneof![Just(CallType::Inbound), Just(CallType::Outbound), Just(CallType::Internal), Just(CallType::Consult)];
         (-5_000i64..60_000, kind, dn, ty, proptest::option::of(Just("5004")))

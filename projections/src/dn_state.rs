@@ -541,16 +541,7 @@ mod tests {
     }
 
     fn any_event() -> impl Strategy<Value = CallBody> {
-        let kind = prop_oneof![
-            Just(Ringing),
-            Just(Dialing),
-            Just(Established),
-            Just(Held),
-            Just(Retrieved),
-            Just(PartyChanged),
-            Just(Released),
-            Just(Abandoned)
-        ];
+        let kind = proptest::sample::select(TEventKind::ALL.to_vec());
         let connid = prop_oneof![Just("c1"), Just("c2"), Just("c3")];
         let previous = proptest::option::of(prop_oneof![Just("c1"), Just("c2"), Just("c3")]);
         let telephony = (kind, connid, previous).prop_map(|(k, c, p)| tel_full(k, c, "+1555", p));

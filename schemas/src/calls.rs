@@ -19,6 +19,20 @@ pub enum TEventKind {
     Abandoned,
 }
 
+impl TEventKind {
+    /// Every kind, in schema order.
+    pub const ALL: [TEventKind; 8] = [
+        TEventKind::Ringing,
+        TEventKind::Dialing,
+        TEventKind::Established,
+        TEventKind::Held,
+        TEventKind::Retrieved,
+        TEventKind::PartyChanged,
+        TEventKind::Released,
+        TEventKind::Abandoned,
+    ];
+}
+
 /// Call type as T-Library reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum CallType {
@@ -27,6 +41,11 @@ pub enum CallType {
     Inbound,
     Outbound,
     Consult,
+}
+
+impl CallType {
+    /// Every type, in schema order.
+    pub const ALL: [CallType; 5] = [CallType::Unknown, CallType::Internal, CallType::Inbound, CallType::Outbound, CallType::Consult];
 }
 
 /// A telephony event on one DN.
@@ -56,6 +75,12 @@ pub enum AgentEventKind {
     Ready,
     NotReady,
     AfterCallWork,
+}
+
+impl AgentEventKind {
+    /// Every kind, in schema order.
+    pub const ALL: [AgentEventKind; 5] =
+        [AgentEventKind::Login, AgentEventKind::Logout, AgentEventKind::Ready, AgentEventKind::NotReady, AgentEventKind::AfterCallWork];
 }
 
 /// An agent event on the DN the agent is logged in at.

@@ -41,24 +41,9 @@ fn config_event() -> impl Strategy<Value = ConfigEvent> {
 }
 
 fn call_event() -> impl Strategy<Value = CallEvent> {
-    let kinds = prop::sample::select(vec![
-        TEventKind::Ringing,
-        TEventKind::Dialing,
-        TEventKind::Established,
-        TEventKind::Held,
-        TEventKind::Retrieved,
-        TEventKind::PartyChanged,
-        TEventKind::Released,
-        TEventKind::Abandoned,
-    ]);
-    let types = prop::sample::select(vec![CallType::Unknown, CallType::Internal, CallType::Inbound, CallType::Outbound, CallType::Consult]);
-    let agent_kinds = prop::sample::select(vec![
-        AgentEventKind::Login,
-        AgentEventKind::Logout,
-        AgentEventKind::Ready,
-        AgentEventKind::NotReady,
-        AgentEventKind::AfterCallWork,
-    ]);
+    let kinds = prop::sample::select(TEventKind::ALL.to_vec());
+    let types = prop::sample::select(CallType::ALL.to_vec());
+    let agent_kinds = prop::sample::select(AgentEventKind::ALL.to_vec());
     let body = prop_oneof![
         text().prop_map(|endpoint| CallBody::LinkConnected(LinkConnected { endpoint })),
         text().prop_map(|reason| CallBody::LinkDisconnected(LinkDisconnected { reason })),
