@@ -94,12 +94,19 @@ pub struct Ctx {
     pub kafka: KafkaConfig,
     pub topics: Topics,
     pub store: String,
+    /// A role that runs until stopped (its sends never expire), not a one-shot command.
+    pub long_running: bool,
 }
 
 impl Ctx {
-    /// Connect a producer.
+    /// Connect a producer: a role's never gives a record up; a one-shot command's fails
+    /// after 30 s, and the command exits with the reason.
     pub fn log(&self) -> Result<Log, CliError> {
-        Ok(Log::new(self.kafka.clone(), self.topics.clone())?)
+        Ok(if self.long_running {
+            Log::new(self.kafka.clone(), self.topics.clone())?
+        } else {
+            Log::one_shot(self.kafka.clone(), self.topics.clone(), std::time::Duration::from_secs(30))?
+        })
     }
 }
 
@@ -127,6 +134,7 @@ fn main() -> ExitCode {
         kafka: KafkaConfig { brokers: cli.brokers.clone(), extra: cli.kafka_options.clone() },
         topics: Topics { prefix: cli.topic_prefix.clone(), ..Topics::default() },
         store: cli.store.clone(),
+        long_running: long_running || matches!(cli.command, Command::Replay(_)),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,

@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use netwatch_eventlog::{create_topics, wait_until_ready, Log};
 use netwatch_processors::cluster::Liveness;
 use netwatch_processors::dispatcher::{self, DispatcherConfig, Settings};
-use netwatch_processors::monitor::{self, MonitorConfig};
+use netwatch_processors::monitor::{self, LinkSettings, MonitorConfig};
 use netwatch_producers::sim::traffic::TrafficConfig;
 use netwatch_producers::sim::{SimConfig, SimMode};
 use netwatch_projections::http::{router, serve as serve_http, ApiState};
@@ -86,6 +86,10 @@ pub struct MonitorArgs {
     /// owned partitions; not tansu 0.6.0, see docs/broker-notes.md).
     #[arg(long)]
     cooperative: bool,
+    /// Events per CTI link read and not yet acknowledged by the broker, at most; beyond
+    /// it the link stops reading and TCP pushes back on the T-Server.
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..))]
+    max_in_flight: u32,
 }
 
 #[derive(Subcommand, Debug)]
@@ -188,6 +192,7 @@ pub async fn monitor(ctx: &Ctx, args: MonitorArgs) -> Result<(), CliError> {
         id: args.id.unwrap_or_else(|| default_id("monitor")),
         heartbeat: args.heartbeat.into(),
         cooperative: args.cooperative,
+        link: LinkSettings { max_in_flight: args.max_in_flight as usize, ..LinkSettings::default() },
     };
     monitor::run(ctx.log()?, config, shutdown).await?;
     Ok(())
@@ -292,6 +297,8 @@ pub async fn up(ctx: &Ctx, args: UpArgs) -> Result<(), CliError> {
                 name: format!("SimTServer{t}"),
                 mode: SimMode::Random(TrafficConfig { seed: t as u64, dns, calls_per_minute: args.sim_calls_per_minute }),
                 connid_base: (t as u64) << 48 | (netwatch_schemas::now_ms() as u64 & 0xffff_ffff) << 16,
+                wire: Default::default(),
+                sent_log: None,
             };
             let shutdown = shutdown.clone();
             tasks.spawn(async move { Ok(netwatch_producers::sim::run(config, sim_listener, shutdown).await?) });
@@ -306,7 +313,12 @@ pub async fn up(ctx: &Ctx, args: UpArgs) -> Result<(), CliError> {
     }
     for i in 1..=args.monitors {
         let (log, shutdown) = (log.clone(), shutdown.clone());
-        let config = MonitorConfig { id: format!("{}-{i}", default_id("monitor")), heartbeat: Duration::from_secs(3), cooperative: false };
+        let config = MonitorConfig {
+            id: format!("{}-{i}", default_id("monitor")),
+            heartbeat: Duration::from_secs(3),
+            cooperative: false,
+            link: LinkSettings::default(),
+        };
         tasks.spawn(async move { Ok(monitor::run(log, config, shutdown).await?) });
     }
     let mut metrics = Vec::new();

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use netwatch_producers::sim::traffic::TrafficConfig;
-use netwatch_producers::sim::{parse_scenario, query_status, SimConfig, SimMode};
+use netwatch_producers::sim::{parse_scenario, query_status, SimConfig, SimMode, Wire};
 use tokio::net::TcpListener;
 
 use crate::{input, CliError};
@@ -23,6 +23,31 @@ pub enum SimCmd {
         /// host:port of the simulator.
         endpoint: String,
     },
+    /// Take a simulated T-Server's switch link down or up (EventLinkDisconnected /
+    /// EventLinkConnected to every client).
+    SwitchLink {
+        /// host:port of the simulator.
+        endpoint: String,
+        #[arg(value_enum)]
+        state: LinkState,
+    },
+}
+
+/// A switch link state.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum LinkState {
+    Down,
+    Up,
+}
+
+/// Event forms (docs/cti-link.md).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default)]
+pub enum WireArg {
+    /// Only what the document requires, plus `call_type`/`other_dn` where a call appears.
+    #[default]
+    Minimal,
+    /// Every attribute on every event.
+    Full,
 }
 
 #[derive(Args, Debug)]
@@ -34,8 +59,21 @@ pub struct SimArgs {
     #[arg(long, default_value = "SimTServer")]
     pub name: String,
     /// Play this scenario (JSON lines) instead of random traffic.
-    #[arg(long, conflicts_with = "idle")]
+    #[arg(long, conflicts_with_all = ["idle", "stream"])]
     pub script: Option<PathBuf>,
+    /// A steady stream of short calls on --dns at this many events per second (0: as
+    /// fast as the links take them) instead of random traffic.
+    #[arg(long, conflicts_with = "idle")]
+    pub stream: Option<f64>,
+    /// Stream: stop after this many events.
+    #[arg(long, requires = "stream")]
+    pub stream_count: Option<u64>,
+    /// Append a JSON line per event written to a link to this file.
+    #[arg(long)]
+    pub sent_log: Option<PathBuf>,
+    /// Event form.
+    #[arg(long, value_enum, default_value_t = WireArg::Minimal)]
+    pub wire: WireArg,
     /// No traffic at all: only links and registrations.
     #[arg(long)]
     pub idle: bool,
@@ -85,6 +123,13 @@ impl SimArgs {
     pub fn build(&self) -> Result<SimConfig, CliError> {
         let mode = match &self.script {
             None if self.idle => SimMode::Idle,
+            None if self.stream.is_some() => {
+                let rate = self.stream.unwrap_or_default();
+                if !rate.is_finite() || rate < 0.0 {
+                    return Err(input(format!("--stream must be 0 or a positive rate, got {rate}")));
+                }
+                SimMode::Stream { dns: parse_dns(&self.dns).map_err(input)?, rate, count: self.stream_count }
+            }
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| input(format!("cannot read {}: {e}", path.display())))?;
                 let steps = parse_scenario(&text).map_err(|e| input(format!("{}: {e}", path.display())))?;
@@ -99,7 +144,11 @@ impl SimArgs {
                 calls_per_minute: self.calls_per_minute,
             }),
         };
-        Ok(SimConfig { name: self.name.clone(), mode, connid_base: self.connid_base })
+        let wire = match self.wire {
+            WireArg::Minimal => Wire::Minimal,
+            WireArg::Full => Wire::Full,
+        };
+        Ok(SimConfig { name: self.name.clone(), mode, connid_base: self.connid_base, wire, sent_log: self.sent_log.clone() })
     }
 }
 
@@ -118,6 +167,11 @@ pub async fn run(cmd: SimCmd) -> Result<(), CliError> {
         }
         SimCmd::DropLinks { endpoint } => {
             println!("dropped {} links", netwatch_producers::sim::drop_links(&endpoint).await?);
+            Ok(())
+        }
+        SimCmd::SwitchLink { endpoint, state } => {
+            let status = netwatch_producers::sim::switch_link(&endpoint, matches!(state, LinkState::Up)).await?;
+            println!("switch link {}", if status.switch_link { "up" } else { "down" });
             Ok(())
         }
         SimCmd::Status { endpoint } => {

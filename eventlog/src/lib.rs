@@ -8,6 +8,7 @@ mod admin;
 mod client;
 mod consumer;
 mod deadletter;
+mod emitter;
 mod error;
 mod producer;
 mod reader;
@@ -17,8 +18,9 @@ pub use admin::{create_topics, wait_until_ready};
 pub use client::{KafkaConfig, SESSION_TIMEOUT_MS};
 pub use consumer::{spawn_group_consumer, spawn_tail, ConsumerEvent, GroupConsumer, GroupOptions, PositionFn, StartAt};
 pub use deadletter::DeadLetter;
+pub use emitter::{Destination, Drained, EmitCounts, Emitter, Settled};
 pub use error::LogError;
-pub use producer::Producer;
+pub use producer::{Enqueued, Producer};
 pub use reader::{read_range, read_to_end, scan, Record};
 pub use topics::{Topic, Topics};
 
@@ -31,9 +33,15 @@ pub struct Log {
 }
 
 impl Log {
-    /// Connect a producer for these settings.
+    /// Connect a producer for a long-running role: its sends never expire.
     pub fn new(kafka: KafkaConfig, topics: Topics) -> Result<Self, LogError> {
         let producer = Producer::new(&kafka)?;
+        Ok(Log { kafka, topics, producer })
+    }
+
+    /// Connect a producer for a one-shot command: a send fails after `within`.
+    pub fn one_shot(kafka: KafkaConfig, topics: Topics, within: std::time::Duration) -> Result<Self, LogError> {
+        let producer = Producer::one_shot(&kafka, within)?;
         Ok(Log { kafka, topics, producer })
     }
 

@@ -3,8 +3,10 @@
 use std::time::Duration;
 
 use netwatch_schemas::{encode, Event};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
+use tracing::warn;
 
 use crate::{KafkaConfig, LogError};
 
@@ -14,11 +16,41 @@ pub struct Producer {
     inner: FutureProducer,
 }
 
+/// What the producer did with a record offered by [`Producer::enqueue`].
+pub enum Enqueued {
+    /// Taken; the future tells when the broker acknowledged it.
+    Taken(DeliveryFuture),
+    /// The producer's queue is full: offer it again later.
+    QueueFull,
+    /// It can never be sent (too large, unknown partition, ...).
+    Refused(String),
+}
+
 impl Producer {
-    /// Build a producer for these brokers.
+    /// A producer for long-running roles: sends never expire (`message.timeout.ms=0`).
+    ///
+    /// A broker outage only delays records, in order, and the idempotent producer never
+    /// bumps its epoch after a timed-out send — which tansu 0.6.0's SQLite engine cannot
+    /// survive (docs/broker-notes.md).
     pub fn new(kafka: &KafkaConfig) -> Result<Self, LogError> {
+        Self::build(kafka, Duration::ZERO)
+    }
+
+    /// A producer for one-shot commands: a send fails after `within`, and the command
+    /// exits with that error.
+    pub fn one_shot(kafka: &KafkaConfig, within: Duration) -> Result<Self, LogError> {
+        Self::build(kafka, within.max(Duration::from_millis(1)))
+    }
+
+    fn build(kafka: &KafkaConfig, timeout: Duration) -> Result<Self, LogError> {
         let mut config = kafka.client();
-        config.set("enable.idempotence", "true").set("acks", "all").set("linger.ms", "5").set("message.timeout.ms", "30000");
+        config
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", timeout.as_millis().to_string())
+            .set("queue.buffering.max.messages", "1000000")
+            .set("queue.buffering.max.kbytes", "1048576");
         for (k, v) in &kafka.extra {
             config.set(k, v);
         }
@@ -29,6 +61,41 @@ impl Producer {
     pub async fn send<E: Event>(&self, topic: &str, key: &str, partition: Option<i32>, event: &E) -> Result<(i32, i64), LogError> {
         let bytes = encode(event)?;
         self.send_raw(topic, key, partition, &bytes, None).await
+    }
+
+    /// Encode and append an event without waiting for the broker; a failure is logged.
+    /// For soft state (heartbeats) that must not hold up its sender while the broker is
+    /// away.
+    pub fn send_detached<E: Event>(&self, topic: &str, key: &str, partition: Option<i32>, event: &E) -> Result<(), LogError> {
+        let bytes = encode(event)?;
+        let delivery = match self.enqueue(topic, key, partition.unwrap_or(-1), &bytes) {
+            Enqueued::Taken(d) => d,
+            Enqueued::QueueFull => return Err(LogError::Kafka(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull))),
+            Enqueued::Refused(reason) => return Err(LogError::Task(reason)),
+        };
+        let topic = topic.to_string();
+        tokio::spawn(async move {
+            match delivery.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => warn!(%topic, error = %e, "Could not append a record."),
+                Err(_) => warn!(%topic, "Could not append a record: the producer was closed."),
+            }
+        });
+        Ok(())
+    }
+
+    /// Offer a record to the producer's queue without waiting; `partition` -1 lets the
+    /// partitioner choose.
+    pub fn enqueue(&self, topic: &str, key: &str, partition: i32, bytes: &[u8]) -> Enqueued {
+        let mut record = FutureRecord::to(topic).key(key).payload(bytes);
+        if partition >= 0 {
+            record = record.partition(partition);
+        }
+        match self.inner.send_result(record) {
+            Ok(delivery) => Enqueued::Taken(delivery),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => Enqueued::QueueFull,
+            Err((e, _)) => Enqueued::Refused(e.to_string()),
+        }
     }
 
     /// Append raw bytes with optional headers.
@@ -58,5 +125,10 @@ impl Producer {
     /// Wait until everything sent so far is delivered.
     pub fn flush(&self, within: Duration) -> Result<(), LogError> {
         Ok(self.inner.flush(within)?)
+    }
+
+    /// Records handed to the producer and not yet acknowledged (or failed).
+    pub fn in_flight(&self) -> i32 {
+        self.inner.in_flight_count()
     }
 }

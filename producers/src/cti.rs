@@ -1,15 +1,17 @@
-//! The CTI link protocol between a monitor and a T-Server (see `docs/cti-link.md`).
+//! The CTI link protocol between a monitor and a T-Server (the contract is
+//! `docs/cti-link.md`).
 //!
 //! JSON lines over TCP: every message is one JSON object on one line, with a `type`
-//! naming it after its T-Library counterpart. Requests carry a `ref_id` that the
-//! answer echoes.
+//! naming it after its T-Library counterpart. Requests carry a `ref_id` that the answer
+//! echoes. [`parse_message`] accepts exactly the forms the document describes and says
+//! why anything else is unusable.
 
 use std::collections::BTreeMap;
 
 use netwatch_schemas::calls::{AgentEventKind, CallType, TEventKind};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
-/// Longest line either side accepts; longer input means framing is lost.
+/// Longest line either side accepts, without its `\n`; longer input means framing is lost.
 pub const MAX_LINE: usize = 64 * 1024;
 
 /// Client to server.
@@ -26,14 +28,17 @@ pub enum Request {
     RequestStatus { ref_id: u64 },
     /// Close every other client's link at once, as a network failure would (simulator).
     RequestDropLinks { ref_id: u64 },
+    /// Take the simulated switch link down or up (simulator).
+    RequestSwitchLink { ref_id: u64, connected: bool },
 }
 
 /// Attributes of a telephony event (ThisDN, ConnID, OtherDN, ...).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallInfo {
     pub dn: String,
     pub connid: String,
-    pub call_type: CallType,
+    #[serde(default, deserialize_with = "lenient_call_type", skip_serializing_if = "Option::is_none")]
+    pub call_type: Option<CallType>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub other_dn: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -51,6 +56,13 @@ pub struct AgentInfo {
     pub reason: Option<String>,
 }
 
+/// Attributes of a switch-link event.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwitchLinkInfo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
 /// What the simulator knows about registrations, for tests and operators.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
@@ -63,6 +75,13 @@ pub struct Status {
     /// Scenario steps played so far and in all (scripted mode).
     pub steps_played: u64,
     pub steps_total: u64,
+    /// Is the (simulated) switch link up?
+    #[serde(default = "up")]
+    pub switch_link: bool,
+}
+
+fn up() -> bool {
+    true
 }
 
 /// Server to client: answers to requests and unsolicited events.
@@ -71,23 +90,29 @@ pub struct Status {
 pub enum Message {
     EventServerInfo {
         ref_id: u64,
-        server: String,
-        time_ms: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        server: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        time_ms: Option<i64>,
     },
     EventRegistered {
         ref_id: u64,
         dn: String,
-        time_ms: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        time_ms: Option<i64>,
     },
     EventUnregistered {
         ref_id: u64,
         dn: String,
-        time_ms: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        time_ms: Option<i64>,
     },
     EventError {
+        #[serde(default)]
         ref_id: Option<u64>,
-        code: u32,
-        text: String,
+        code: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        text: Option<String>,
     },
     EventStatus {
         ref_id: u64,
@@ -98,22 +123,14 @@ pub enum Message {
         ref_id: u64,
         dropped: u64,
     },
-    /// The T-Server's link to its switch.
-    EventLinkConnected {
-        time_ms: i64,
-    },
-    EventLinkDisconnected {
-        time_ms: i64,
-        reason: String,
-    },
-    /// A telephony or agent event on a registered DN.
+    /// A telephony, agent or switch-link event.
     Event(Box<TEvent>),
 }
 
-/// A telephony or agent event as the T-Server reports it.
+/// An event as the T-Server reports it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TEvent {
-    /// Sequence number on this link.
+    /// Position of the event on this link, from 1.
     pub seq: u64,
     /// The T-Server's timestamp, ms since the epoch.
     pub time_ms: i64,
@@ -121,7 +138,7 @@ pub struct TEvent {
     pub body: TEventBody,
 }
 
-/// Telephony and agent events, named as in T-Library.
+/// Telephony, agent and switch-link events, named as in T-Library.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event")]
 pub enum TEventBody {
@@ -138,11 +155,159 @@ pub enum TEventBody {
     EventAgentReady(AgentInfo),
     EventAgentNotReady(AgentInfo),
     EventAgentAfterCallWork(AgentInfo),
+    EventLinkConnected(SwitchLinkInfo),
+    EventLinkDisconnected(SwitchLinkInfo),
+}
+
+/// Every `type` a server may send, as the document lists them.
+pub const MESSAGE_TYPES: [&str; 7] =
+    ["EventServerInfo", "EventRegistered", "EventUnregistered", "EventError", "EventStatus", "EventLinksDropped", "Event"];
+
+/// Every `event` name of the document's event table.
+pub const EVENT_NAMES: [&str; 15] = [
+    "EventRinging",
+    "EventDialing",
+    "EventEstablished",
+    "EventHeld",
+    "EventRetrieved",
+    "EventPartyChanged",
+    "EventReleased",
+    "EventAbandoned",
+    "EventAgentLogin",
+    "EventAgentLogout",
+    "EventAgentReady",
+    "EventAgentNotReady",
+    "EventAgentAfterCallWork",
+    "EventLinkConnected",
+    "EventLinkDisconnected",
+];
+
+/// `call_type` as the document defines it: one of five names; any other string reads as
+/// `Unknown`; absent or null is `None`.
+fn lenient_call_type<'de, D: Deserializer<'de>>(d: D) -> Result<Option<CallType>, D::Error> {
+    let name: Option<String> = Option::deserialize(d)?;
+    Ok(name.map(|n| match n.as_str() {
+        "Inbound" => CallType::Inbound,
+        "Outbound" => CallType::Outbound,
+        "Internal" => CallType::Internal,
+        "Consult" => CallType::Consult,
+        _ => CallType::Unknown,
+    }))
+}
+
+/// Why a line is not a usable message (docs/cti-link.md, "Framing").
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Unusable {
+    #[error("the line is not UTF-8")]
+    NotUtf8,
+    #[error("the line is not a JSON object: {0}")]
+    NotJson(String),
+    #[error("the message has no string `type`")]
+    NoType,
+    #[error("unknown message type {0:?}")]
+    UnknownType(String),
+    #[error("unknown event {0:?}")]
+    UnknownEvent(String),
+    #[error("{name}: {reason}")]
+    BadAttributes { name: String, reason: String },
+}
+
+impl Unusable {
+    /// A short label for counting unusable messages by kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Unusable::NotUtf8 | Unusable::NotJson(_) => "not_json",
+            Unusable::NoType => "no_type",
+            Unusable::UnknownType(_) => "unknown_type",
+            Unusable::UnknownEvent(_) => "unknown_event",
+            Unusable::BadAttributes { .. } => "bad_attributes",
+        }
+    }
+}
+
+/// Parse one line (without its `\n`; a trailing `\r` is allowed) into a message.
+pub fn parse_message(line: &[u8]) -> Result<Message, Unusable> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    match serde_json::from_slice::<Message>(line) {
+        Ok(Message::Event(e)) if e.seq == 0 => {
+            Err(Unusable::BadAttributes { name: event_name(&e.body).into(), reason: "`seq` must be at least 1".into() })
+        }
+        Ok(m) => Ok(m),
+        Err(e) => Err(classify(line, e)),
+    }
+}
+
+/// Say why a line that did not parse as a message is unusable.
+fn classify(line: &[u8], error: serde_json::Error) -> Unusable {
+    let text = match std::str::from_utf8(line) {
+        Ok(t) => t,
+        Err(_) => return Unusable::NotUtf8,
+    };
+    let value: serde_json::Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => return Unusable::NotJson(e.to_string()),
+    };
+    let Some(object) = value.as_object() else { return Unusable::NotJson("not an object".into()) };
+    let Some(kind) = object.get("type").and_then(|t| t.as_str()) else { return Unusable::NoType };
+    if !MESSAGE_TYPES.contains(&kind) {
+        return Unusable::UnknownType(kind.to_string());
+    }
+    let mut name = kind.to_string();
+    if kind == "Event" {
+        match object.get("event").and_then(|e| e.as_str()) {
+            Some(event) if !EVENT_NAMES.contains(&event) => return Unusable::UnknownEvent(event.to_string()),
+            Some(event) => name = event.to_string(),
+            None => return Unusable::BadAttributes { name, reason: "missing string attribute `event`".into() },
+        }
+    }
+    Unusable::BadAttributes { name, reason: error.to_string() }
+}
+
+/// The T-Library name of an event.
+pub fn event_name(body: &TEventBody) -> &'static str {
+    match body {
+        TEventBody::EventRinging(_) => "EventRinging",
+        TEventBody::EventDialing(_) => "EventDialing",
+        TEventBody::EventEstablished(_) => "EventEstablished",
+        TEventBody::EventHeld(_) => "EventHeld",
+        TEventBody::EventRetrieved(_) => "EventRetrieved",
+        TEventBody::EventPartyChanged(_) => "EventPartyChanged",
+        TEventBody::EventReleased(_) => "EventReleased",
+        TEventBody::EventAbandoned(_) => "EventAbandoned",
+        TEventBody::EventAgentLogin(_) => "EventAgentLogin",
+        TEventBody::EventAgentLogout(_) => "EventAgentLogout",
+        TEventBody::EventAgentReady(_) => "EventAgentReady",
+        TEventBody::EventAgentNotReady(_) => "EventAgentNotReady",
+        TEventBody::EventAgentAfterCallWork(_) => "EventAgentAfterCallWork",
+        TEventBody::EventLinkConnected(_) => "EventLinkConnected",
+        TEventBody::EventLinkDisconnected(_) => "EventLinkDisconnected",
+    }
+}
+
+/// Which optional attributes the document lists for a telephony event:
+/// (`third_party_dn`, `previous_connid`). `call_type` and `other_dn` are listed for all.
+fn listed(kind: TEventKind) -> (bool, bool) {
+    match kind {
+        TEventKind::Ringing | TEventKind::Established | TEventKind::Released => (true, false),
+        TEventKind::PartyChanged => (true, true),
+        TEventKind::Dialing | TEventKind::Held | TEventKind::Retrieved | TEventKind::Abandoned => (false, false),
+    }
+}
+
+/// What a T-Server event means for the `calls` topic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Capture {
+    /// A telephony or agent event on one DN.
+    Dn(netwatch_schemas::calls::CallBody),
+    /// The T-Server's switch link came back.
+    SwitchUp,
+    /// The T-Server lost its switch link, for this reason.
+    SwitchDown(Option<String>),
 }
 
 impl TEventBody {
-    /// The DN the event is reported on.
-    pub fn dn(&self) -> &str {
+    /// The DN the event is reported on (none for switch-link events).
+    pub fn dn(&self) -> Option<&str> {
         match self {
             TEventBody::EventRinging(c)
             | TEventBody::EventDialing(c)
@@ -151,13 +316,41 @@ impl TEventBody {
             | TEventBody::EventRetrieved(c)
             | TEventBody::EventPartyChanged(c)
             | TEventBody::EventReleased(c)
-            | TEventBody::EventAbandoned(c) => &c.dn,
+            | TEventBody::EventAbandoned(c) => Some(&c.dn),
             TEventBody::EventAgentLogin(a)
             | TEventBody::EventAgentLogout(a)
             | TEventBody::EventAgentReady(a)
             | TEventBody::EventAgentNotReady(a)
-            | TEventBody::EventAgentAfterCallWork(a) => &a.dn,
+            | TEventBody::EventAgentAfterCallWork(a) => Some(&a.dn),
+            TEventBody::EventLinkConnected(_) | TEventBody::EventLinkDisconnected(_) => None,
         }
+    }
+
+    /// The telephony kind and attributes, for telephony events.
+    pub fn telephony(&self) -> Option<(TEventKind, &CallInfo)> {
+        Some(match self {
+            TEventBody::EventRinging(c) => (TEventKind::Ringing, c),
+            TEventBody::EventDialing(c) => (TEventKind::Dialing, c),
+            TEventBody::EventEstablished(c) => (TEventKind::Established, c),
+            TEventBody::EventHeld(c) => (TEventKind::Held, c),
+            TEventBody::EventRetrieved(c) => (TEventKind::Retrieved, c),
+            TEventBody::EventPartyChanged(c) => (TEventKind::PartyChanged, c),
+            TEventBody::EventReleased(c) => (TEventKind::Released, c),
+            TEventBody::EventAbandoned(c) => (TEventKind::Abandoned, c),
+            _ => return None,
+        })
+    }
+
+    /// The agent kind and attributes, for agent events.
+    pub fn agent_event(&self) -> Option<(AgentEventKind, &AgentInfo)> {
+        Some(match self {
+            TEventBody::EventAgentLogin(a) => (AgentEventKind::Login, a),
+            TEventBody::EventAgentLogout(a) => (AgentEventKind::Logout, a),
+            TEventBody::EventAgentReady(a) => (AgentEventKind::Ready, a),
+            TEventBody::EventAgentNotReady(a) => (AgentEventKind::NotReady, a),
+            TEventBody::EventAgentAfterCallWork(a) => (AgentEventKind::AfterCallWork, a),
+            _ => return None,
+        })
     }
 
     /// A telephony event of this kind.
@@ -185,37 +378,30 @@ impl TEventBody {
         }
     }
 
-    /// The event as a `calls` topic body.
-    pub fn to_call_body(&self) -> netwatch_schemas::calls::CallBody {
+    /// What the event means for `calls`: attributes the document does not list for the
+    /// event are left out, a missing `call_type` is `Unknown`, and `reason` is kept only
+    /// on a not-ready event.
+    pub fn capture(&self) -> Capture {
         use netwatch_schemas::calls::{Agent, CallBody, Telephony};
-        let tel = |kind: TEventKind, c: &CallInfo| {
-            CallBody::Telephony(Telephony {
+        if let Some((kind, c)) = self.telephony() {
+            let (third, previous) = listed(kind);
+            return Capture::Dn(CallBody::Telephony(Telephony {
                 kind,
                 dn: c.dn.clone(),
                 connid: c.connid.clone(),
-                call_type: c.call_type,
+                call_type: c.call_type.unwrap_or(CallType::Unknown),
                 other_dn: c.other_dn.clone(),
-                third_party_dn: c.third_party_dn.clone(),
-                previous_connid: c.previous_connid.clone(),
-            })
-        };
-        let agent = |kind: AgentEventKind, a: &AgentInfo| {
-            CallBody::Agent(Agent { kind, dn: a.dn.clone(), agent_id: a.agent_id.clone(), reason: a.reason.clone() })
-        };
+                third_party_dn: c.third_party_dn.clone().filter(|_| third),
+                previous_connid: c.previous_connid.clone().filter(|_| previous),
+            }));
+        }
+        if let Some((kind, a)) = self.agent_event() {
+            let reason = a.reason.clone().filter(|_| kind == AgentEventKind::NotReady);
+            return Capture::Dn(CallBody::Agent(Agent { kind, dn: a.dn.clone(), agent_id: a.agent_id.clone(), reason }));
+        }
         match self {
-            TEventBody::EventRinging(c) => tel(TEventKind::Ringing, c),
-            TEventBody::EventDialing(c) => tel(TEventKind::Dialing, c),
-            TEventBody::EventEstablished(c) => tel(TEventKind::Established, c),
-            TEventBody::EventHeld(c) => tel(TEventKind::Held, c),
-            TEventBody::EventRetrieved(c) => tel(TEventKind::Retrieved, c),
-            TEventBody::EventPartyChanged(c) => tel(TEventKind::PartyChanged, c),
-            TEventBody::EventReleased(c) => tel(TEventKind::Released, c),
-            TEventBody::EventAbandoned(c) => tel(TEventKind::Abandoned, c),
-            TEventBody::EventAgentLogin(a) => agent(AgentEventKind::Login, a),
-            TEventBody::EventAgentLogout(a) => agent(AgentEventKind::Logout, a),
-            TEventBody::EventAgentReady(a) => agent(AgentEventKind::Ready, a),
-            TEventBody::EventAgentNotReady(a) => agent(AgentEventKind::NotReady, a),
-            TEventBody::EventAgentAfterCallWork(a) => agent(AgentEventKind::AfterCallWork, a),
+            TEventBody::EventLinkDisconnected(l) => Capture::SwitchDown(l.reason.clone()),
+            _ => Capture::SwitchUp,
         }
     }
 }
@@ -231,27 +417,30 @@ pub fn to_line<T: Serialize>(message: &T) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use netwatch_schemas::calls::{CallBody, Telephony};
 
-    #[test]
-    fn events_are_flat_json_named_after_tlib() {
-        let m = Message::Event(Box::new(TEvent {
+    fn ringing() -> Message {
+        Message::Event(Box::new(TEvent {
             seq: 3,
             time_ms: 10,
             body: TEventBody::EventRinging(CallInfo {
                 dn: "5001".into(),
                 connid: "00a1".into(),
-                call_type: CallType::Inbound,
+                call_type: Some(CallType::Inbound),
                 other_dn: Some("+15550100".into()),
-                third_party_dn: None,
-                previous_connid: None,
+                ..Default::default()
             }),
-        }));
-        let line = to_line(&m);
+        }))
+    }
+
+    #[test]
+    fn events_are_flat_json_named_after_tlib() {
+        let line = to_line(&ringing());
         assert_eq!(
             line,
             "{\"type\":\"Event\",\"seq\":3,\"time_ms\":10,\"event\":\"EventRinging\",\"dn\":\"5001\",\"connid\":\"00a1\",\"call_type\":\"Inbound\",\"other_dn\":\"+15550100\"}\n"
         );
-        assert_eq!(serde_json::from_str::<Message>(line.trim()).unwrap(), m);
+        assert_eq!(parse_message(line.trim_end().as_bytes()).unwrap(), ringing());
     }
 
     #[test]
@@ -259,5 +448,65 @@ mod tests {
         let r = Request::RequestRegisterAddress { ref_id: 7, dn: "5001".into() };
         assert_eq!(to_line(&r), "{\"type\":\"RequestRegisterAddress\",\"ref_id\":7,\"dn\":\"5001\"}\n");
         assert_eq!(serde_json::from_str::<Request>(to_line(&r).trim()).unwrap(), r);
+    }
+
+    #[test]
+    fn a_released_without_call_type_is_usable_and_unknown_call_types_read_as_unknown() {
+        let m = parse_message(br#"{"type":"Event","seq":1,"time_ms":5,"event":"EventReleased","dn":"5001","connid":"c1"}"#).unwrap();
+        let Message::Event(e) = m else { panic!("an event") };
+        let Capture::Dn(CallBody::Telephony(t)) = e.body.capture() else { panic!("telephony") };
+        assert_eq!((t.call_type, t.other_dn), (CallType::Unknown, None));
+        let m =
+            parse_message(br#"{"type":"Event","seq":1,"time_ms":5,"event":"EventDialing","dn":"1","connid":"c","call_type":"Predictive"}"#)
+                .unwrap();
+        let Message::Event(e) = m else { panic!("an event") };
+        assert_eq!(e.body.telephony().unwrap().1.call_type, Some(CallType::Unknown));
+    }
+
+    #[test]
+    fn attributes_the_document_does_not_list_for_an_event_are_left_out() {
+        let line = br#"{"type":"Event","seq":2,"time_ms":5,"event":"EventHeld","dn":"5001","connid":"c1","third_party_dn":"5002","previous_connid":"c0","x":1}"#;
+        let Message::Event(e) = parse_message(line).unwrap() else { panic!("an event") };
+        assert_eq!(
+            e.body.capture(),
+            Capture::Dn(CallBody::Telephony(Telephony {
+                kind: TEventKind::Held,
+                dn: "5001".into(),
+                connid: "c1".into(),
+                call_type: CallType::Unknown,
+                other_dn: None,
+                third_party_dn: None,
+                previous_connid: None,
+            }))
+        );
+    }
+
+    #[test]
+    fn unusable_lines_say_why() {
+        let cases: [(&[u8], &str); 9] = [
+            (b"\xff\xfe", "not_json"),
+            (b"hello", "not_json"),
+            (b"[1,2]", "not_json"),
+            (br#"{"ref_id":1}"#, "no_type"),
+            (br#"{"type":"EventNonsense","ref_id":1}"#, "unknown_type"),
+            (br#"{"type":"Event","seq":1,"time_ms":1,"event":"EventDNOutOfService","dn":"5001"}"#, "unknown_event"),
+            (br#"{"type":"Event","seq":1,"time_ms":1,"event":"EventRinging","dn":"5001"}"#, "bad_attributes"),
+            (br#"{"type":"Event","seq":0,"time_ms":1,"event":"EventLinkConnected"}"#, "bad_attributes"),
+            (br#"{"type":"EventRegistered","dn":"5001"}"#, "bad_attributes"),
+        ];
+        for (line, kind) in cases {
+            let err = parse_message(line).unwrap_err();
+            assert_eq!(err.kind(), kind, "{:?}: {err}", String::from_utf8_lossy(line));
+        }
+        let err = parse_message(br#"{"type":"Event","seq":1,"time_ms":1,"event":"EventRinging","dn":"5001"}"#).unwrap_err();
+        assert_eq!(err.to_string(), "EventRinging: missing field `connid`");
+    }
+
+    #[test]
+    fn switch_link_events_are_events_with_a_sequence_number() {
+        let m = parse_message(br#"{"type":"Event","seq":9,"time_ms":1,"event":"EventLinkDisconnected","reason":"pbx"}"#).unwrap();
+        let Message::Event(e) = m else { panic!("an event") };
+        assert_eq!((e.seq, e.body.capture()), (9, Capture::SwitchDown(Some("pbx".into()))));
+        assert!(parse_message(br#"{"type":"EventLinkConnected","time_ms":1}"#).is_err(), "the top-level form is not the documented one");
     }
 }

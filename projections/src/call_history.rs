@@ -10,7 +10,7 @@
 //! call to the one it continues (`previous_connid`). A call is a conference once three
 //! or more parties talk on it at once.
 
-use netwatch_schemas::calls::{TEventKind, Telephony};
+use netwatch_schemas::calls::{CallType, TEventKind, Telephony};
 
 use crate::rows::{durations, CallLeg, CallRecord};
 
@@ -29,11 +29,15 @@ pub fn apply(current: Option<CallRecord>, tserver: i32, t: &Telephony, at: i64) 
             call.parties.push(party.clone());
         }
     }
-    let leg_index = match call.legs.iter().rposition(|l| l.dn == t.dn && l.ended_ms.is_none()) {
-        Some(i) => i,
+    if call.call_type == "Unknown" && t.call_type != CallType::Unknown {
+        // A T-Server may leave the call type out of later events; keep the first known.
+        call.call_type = format!("{:?}", t.call_type);
+    }
+    let (leg_index, new_leg) = match call.legs.iter().rposition(|l| l.dn == t.dn && l.ended_ms.is_none()) {
+        Some(i) => (i, false),
         None => {
             call.legs.push(CallLeg { dn: t.dn.clone(), started_ms: at, outcome: "in_progress".into(), ..Default::default() });
-            call.legs.len() - 1
+            (call.legs.len() - 1, true)
         }
     };
     if t.previous_connid.is_some() {
@@ -43,23 +47,26 @@ pub fn apply(current: Option<CallRecord>, tserver: i32, t: &Telephony, at: i64) 
     if t.other_dn.is_some() {
         leg.other_dn = t.other_dn.clone();
     }
+    // A leg first seen held, retrieved or changed is connected: it joined by a
+    // completed transfer or conference, or was answered before a gap in monitoring.
+    if new_leg && matches!(t.kind, TEventKind::Held | TEventKind::Retrieved | TEventKind::PartyChanged) {
+        leg.answered_ms = Some(at);
+        call.answered_ms.get_or_insert(at);
+    }
+    // A leg first seen released: what happened before is not known.
+    let unseen_start = new_leg && t.kind == TEventKind::Released;
     match t.kind {
         TEventKind::Dialing => {}
         TEventKind::Ringing => leg.offered = true,
         TEventKind::Established => {
             leg.answered_ms.get_or_insert(at);
             call.answered_ms.get_or_insert(at);
-            let talking = call.legs.iter().filter(|l| l.answered_ms.is_some() && l.ended_ms.is_none()).count();
-            let outside = call.parties.iter().any(|p| p.starts_with('+'));
-            if talking + usize::from(outside) >= 3 {
-                call.conference = true;
-            }
         }
         TEventKind::Held => {
             leg.held_since_ms.get_or_insert(at);
         }
         TEventKind::Retrieved => close_hold(leg, at),
-        TEventKind::PartyChanged => call.transferred = true,
+        TEventKind::PartyChanged => {}
         TEventKind::Released | TEventKind::Abandoned => {
             close_hold(leg, at);
             leg.ended_ms = Some(at);
@@ -70,6 +77,8 @@ pub fn apply(current: Option<CallRecord>, tserver: i32, t: &Telephony, at: i64) 
                 "transferred".into()
             } else if leg.answered_ms.is_some() {
                 "answered".into()
+            } else if unseen_start {
+                "unknown".into()
             } else if call.call_type == "Outbound" {
                 "failed".into()
             } else {
@@ -77,8 +86,38 @@ pub fn apply(current: Option<CallRecord>, tserver: i32, t: &Telephony, at: i64) 
             };
         }
     }
+    if matches!(t.kind, TEventKind::Established | TEventKind::Retrieved | TEventKind::PartyChanged) && talking(&call) >= 3 {
+        call.conference = true;
+    }
+    settle(&mut call, at);
+    call
+}
+
+/// Parties talking on the call now: answered legs still open and not on hold, and the
+/// outside party if there is one.
+fn talking(call: &CallRecord) -> usize {
+    let legs = call.legs.iter().filter(|l| l.answered_ms.is_some() && l.ended_ms.is_none() && l.held_since_ms.is_none()).count();
+    legs + usize::from(call.parties.iter().any(|p| p.starts_with('+')))
+}
+
+/// The DN's part in call `merged` ended at `at` because a completed two-step transfer or
+/// conference merged it into another call (`EventPartyChanged` with `previous_connid` =
+/// `merged.connid` at `dn`; the T-Server sends no `EventReleased` for it).
+pub fn merged_away(mut merged: CallRecord, dn: &str, into: &str, at: i64) -> CallRecord {
+    if let Some(leg) = merged.legs.iter_mut().rev().find(|l| l.dn == dn && l.ended_ms.is_none()) {
+        close_hold(leg, at);
+        leg.ended_ms = Some(at);
+        leg.outcome = if leg.answered_ms.is_some() { "answered" } else { "abandoned" }.into();
+        merged.merged_into = Some(into.to_string());
+    }
+    settle(&mut merged, at);
+    merged
+}
+
+/// End the call when its last leg closed; open it again if a party joined since.
+fn settle(call: &mut CallRecord, at: i64) {
     if call.legs.iter().all(|l| l.ended_ms.is_some()) {
-        finish(&mut call, at);
+        finish(call, at);
     } else if call.ended_ms.is_some() {
         // A party joined a call that had looked over (a transfer's far end rings
         // after the transferring DN left): it is in progress again.
@@ -86,7 +125,6 @@ pub fn apply(current: Option<CallRecord>, tserver: i32, t: &Telephony, at: i64) 
         call.outcome = "in_progress".into();
         (call.ring_ms, call.talk_ms, call.hold_ms, call.total_ms) = (0, 0, 0, 0);
     }
-    call
 }
 
 fn close_hold(leg: &mut CallLeg, at: i64) {
@@ -105,6 +143,8 @@ fn finish(call: &mut CallRecord, at: i64) {
         "answered"
     } else if call.legs.iter().any(|l| l.outcome == "abandoned") {
         "abandoned"
+    } else if call.legs.iter().all(|l| l.outcome == "unknown") {
+        "unknown"
     } else {
         "failed"
     }
@@ -133,7 +173,7 @@ mod tests {
     }
 
     #[test]
-    fn answered_inbound_call_with_hold() {
+    fn h1_h3_h4_h6_answered_inbound_call_with_hold() {
         use TEventKind::*;
         let ib = CallType::Inbound;
         let c = play(&[
@@ -150,7 +190,7 @@ mod tests {
     }
 
     #[test]
-    fn abandoned_while_ringing() {
+    fn h7_abandoned_while_ringing() {
         let c = play(&[
             (0, t(TEventKind::Ringing, "5001", "+1555", CallType::Inbound, None)),
             (7_000, t(TEventKind::Abandoned, "5001", "+1555", CallType::Inbound, None)),
@@ -159,7 +199,7 @@ mod tests {
     }
 
     #[test]
-    fn single_step_transfer() {
+    fn h5_single_step_transfer() {
         use TEventKind::*;
         let ib = CallType::Inbound;
         let c = play(&[
@@ -180,7 +220,7 @@ mod tests {
     }
 
     #[test]
-    fn unanswered_outbound_call_failed() {
+    fn h2_h6_unanswered_outbound_call_failed() {
         let c = play(&[
             (0, t(TEventKind::Dialing, "5003", "+1555", CallType::Outbound, None)),
             (20_000, t(TEventKind::Released, "5003", "+1555", CallType::Outbound, None)),
@@ -189,7 +229,7 @@ mod tests {
     }
 
     #[test]
-    fn the_call_stays_open_while_any_leg_is_open() {
+    fn h12_the_call_stays_open_while_any_leg_is_open() {
         use TEventKind::*;
         let it = CallType::Internal;
         let c = play(&[
@@ -201,7 +241,7 @@ mod tests {
     }
 
     #[test]
-    fn conference_of_three_parties() {
+    fn h11_conference_of_three_parties() {
         use TEventKind::*;
         let ib = CallType::Inbound;
         let c = play(&[
@@ -215,22 +255,145 @@ mod tests {
         assert_eq!((c.outcome.as_str(), c.total_ms), ("answered", 12_000));
     }
 
-    #[test]
-    fn consultation_is_its_own_call_and_completion_links_it() {
+    /// Fold events of several calls as the projection runner does: each event into its
+    /// call, and a PartyChanged with a previous ConnID also into the call it merged from.
+    fn play_calls(events: &[(i64, Telephony)]) -> std::collections::BTreeMap<String, CallRecord> {
+        let mut calls = std::collections::BTreeMap::new();
+        for (at, e) in events {
+            let current = calls.remove(&e.connid);
+            calls.insert(e.connid.clone(), apply(current, 1, e, *at));
+            if let (TEventKind::PartyChanged, Some(p)) = (e.kind, e.previous_connid.as_ref()) {
+                if let Some(merged) = calls.remove(p) {
+                    calls.insert(p.clone(), merged_away(merged, &e.dn, &e.connid, *at));
+                }
+            }
+        }
+        calls
+    }
+
+    fn on(connid: &str, mut e: Telephony) -> Telephony {
+        e.connid = connid.into();
+        e
+    }
+
+    /// The consultation of docs/cti-link.md ("Call flows"): 5001 answers X from outside,
+    /// holds it and consults 5002 on Y, which 5002 answers.
+    fn consultation() -> Vec<(i64, Telephony)> {
         use TEventKind::*;
-        let consult = play(&[
-            (0, t(Dialing, "5001", "5002", CallType::Consult, None)),
-            (2_000, t(Established, "5001", "5002", CallType::Consult, None)),
-        ]);
-        assert_eq!((consult.call_type.as_str(), consult.outcome.as_str()), ("Consult", "in_progress"));
-        let mut changed = t(PartyChanged, "5002", "+1555", CallType::Inbound, Some("5001"));
-        changed.previous_connid = Some("c0".into());
-        let c = apply(Some(consult), 1, &changed, 3_000);
-        assert_eq!((c.previous_connid.as_deref(), c.transferred), (Some("c0"), true));
+        let (ib, cs) = (CallType::Inbound, CallType::Consult);
+        vec![
+            (0, on("X", t(Ringing, "5001", "+1555", ib, None))),
+            (2_000, on("X", t(Established, "5001", "+1555", ib, None))),
+            (10_000, on("X", t(Held, "5001", "+1555", ib, None))),
+            (10_000, on("Y", t(Dialing, "5001", "5002", cs, None))),
+            (10_000, on("Y", t(Ringing, "5002", "5001", cs, None))),
+            (13_000, on("Y", t(Established, "5002", "5001", cs, None))),
+            (13_000, on("Y", t(Established, "5001", "5002", cs, None))),
+        ]
+    }
+
+    fn merged(at: i64) -> (i64, Telephony) {
+        let mut changed = on("X", t(TEventKind::PartyChanged, "5002", "+1555", CallType::Unknown, Some("5001")));
+        changed.previous_connid = Some("Y".into());
+        (at, changed)
+    }
+
+    fn legs(c: &CallRecord) -> Vec<(&str, &str, bool, bool)> {
+        c.legs.iter().map(|l| (l.dn.as_str(), l.outcome.as_str(), l.offered, l.answered_ms.is_some())).collect()
     }
 
     #[test]
-    fn a_call_that_looked_over_is_open_again_when_a_party_joins() {
+    fn h10_two_step_transfer_ends_the_consultation_and_the_target_joins_answered() {
+        use TEventKind::*;
+        let mut events = consultation();
+        events.push((20_000, on("Y", t(Released, "5001", "5002", CallType::Unknown, None))));
+        events.push((20_000, on("X", t(Released, "5001", "+1555", CallType::Unknown, Some("5002")))));
+        events.push(merged(20_000));
+        events.push((50_000, on("X", t(Released, "5002", "+1555", CallType::Unknown, None))));
+        let calls = play_calls(&events);
+        let (x, y) = (&calls["X"], &calls["Y"]);
+        assert_eq!(
+            (y.outcome.as_str(), y.ended_ms, y.merged_into.as_deref()),
+            ("answered", Some(20_000), Some("X")),
+            "no consultation left in progress"
+        );
+        assert_eq!(legs(y), [("5001", "answered", false, true), ("5002", "answered", true, true)]);
+        assert_eq!(
+            (x.outcome.as_str(), x.ended_ms, x.conference, x.previous_connid.as_deref()),
+            ("transferred", Some(50_000), false, Some("Y"))
+        );
+        assert_eq!(
+            legs(x),
+            [("5001", "transferred", true, true), ("5002", "answered", false, true)],
+            "the target leg is answered, not offered"
+        );
+        let abandoned = calls.values().flat_map(|c| c.dn_calls()).filter(|r| r.outcome == "abandoned").count();
+        assert_eq!(abandoned, 0, "a two-step transfer abandons nothing");
+        let x5002 = &x.dn_calls()[1];
+        assert_eq!((x5002.talk_ms, x5002.ring_ms, x5002.total_ms), (30_000, 0, 30_000));
+    }
+
+    #[test]
+    fn h10_h11_completed_conference_is_flagged_not_transferred() {
+        use TEventKind::*;
+        let mut events = consultation();
+        events.push((20_000, on("Y", t(Released, "5001", "5002", CallType::Unknown, None))));
+        events.push((20_000, on("X", t(Retrieved, "5001", "+1555", CallType::Unknown, None))));
+        events.push(merged(20_000));
+        events.push((30_000, on("X", t(Released, "5001", "+1555", CallType::Unknown, None))));
+        events.push((50_000, on("X", t(Released, "5002", "+1555", CallType::Unknown, None))));
+        let calls = play_calls(&events);
+        let (x, y) = (&calls["X"], &calls["Y"]);
+        assert_eq!((y.outcome.as_str(), y.merged_into.as_deref()), ("answered", Some("X")));
+        assert_eq!((x.outcome.as_str(), x.conference, x.transferred), ("answered", true, false));
+        assert_eq!(legs(x), [("5001", "answered", true, true), ("5002", "answered", false, true)]);
+        assert_eq!(x.legs[0].hold_ms, 10_000, "held from the consultation until the conference");
+    }
+
+    #[test]
+    fn h10_a_transfer_whose_initiator_still_holds_the_call_is_no_conference() {
+        use TEventKind::*;
+        // The target's PartyChanged comes before the initiator's Released: the initiator
+        // is still on hold, so only two parties talk.
+        let mut events = consultation();
+        events.push((20_000, on("Y", t(Released, "5001", "5002", CallType::Unknown, None))));
+        events.push(merged(20_000));
+        events.push((20_000, on("X", t(Released, "5001", "+1555", CallType::Unknown, Some("5002")))));
+        let calls = play_calls(&events);
+        assert!(!calls["X"].conference);
+        assert_eq!(calls["X"].outcome, "in_progress");
+    }
+
+    #[test]
+    fn h8_a_leg_first_seen_released_is_unknown_not_abandoned() {
+        let c = play(&[(9_000, t(TEventKind::Released, "5001", "+1555", CallType::Unknown, None))]);
+        assert_eq!((c.outcome.as_str(), c.legs[0].outcome.as_str(), c.legs[0].offered), ("unknown", "unknown", false));
+    }
+
+    #[test]
+    fn h9_a_leg_first_seen_held_was_answered() {
+        use TEventKind::*;
+        let c = play(&[
+            (5_000, t(Held, "5001", "+1555", CallType::Unknown, None)),
+            (8_000, t(Retrieved, "5001", "+1555", CallType::Unknown, None)),
+            (9_000, t(Released, "5001", "+1555", CallType::Unknown, None)),
+        ]);
+        assert_eq!((c.outcome.as_str(), c.legs[0].outcome.as_str(), c.hold_ms, c.talk_ms), ("answered", "answered", 3_000, 1_000));
+    }
+
+    #[test]
+    fn h13_the_first_known_call_type_is_kept() {
+        use TEventKind::*;
+        let c = play(&[
+            (0, t(Held, "5001", "+1555", CallType::Unknown, None)),
+            (1_000, t(Retrieved, "5001", "+1555", CallType::Outbound, None)),
+            (2_000, t(Released, "5001", "+1555", CallType::Inbound, None)),
+        ]);
+        assert_eq!(c.call_type, "Outbound");
+    }
+
+    #[test]
+    fn h12_a_call_that_looked_over_is_open_again_when_a_party_joins() {
         use TEventKind::*;
         let ib = CallType::Inbound;
         let c = play(&[

@@ -192,7 +192,9 @@ pub fn apply_call(mut row: DnState, event: &CallEvent) -> DnState {
         }
         CallBody::Telephony(t) => {
             // Unknown until registered: events before that cannot give the full picture.
-            if row.registered_by.is_some() {
+            // Only the monitor that has the DN registered speaks for it: an event another
+            // monitor appended late (it held the T-Server before) changes nothing.
+            if row.registered_by.as_deref() == Some(event.monitor.as_str()) {
                 telephony(&mut row, t, at);
                 derive(&mut row, at);
             }
@@ -281,7 +283,15 @@ mod tests {
     use proptest::prelude::*;
 
     fn ev(monitor: &str, at: i64, body: CallBody) -> CallEvent {
-        CallEvent { event_id: "e".into(), tserver: 1, monitor: monitor.into(), session: "s".into(), server_time_ms: at, body }
+        CallEvent {
+            event_id: "e".into(),
+            tserver: 1,
+            monitor: monitor.into(),
+            session: "s".into(),
+            server_time_ms: at,
+            link_seq: None,
+            body,
+        }
     }
 
     fn tel_full(kind: TEventKind, connid: &str, other: &str, previous: Option<&str>) -> CallBody {
@@ -439,6 +449,12 @@ mod tests {
     }
 
     #[test]
+    fn t15_telephony_captured_by_a_monitor_that_does_not_hold_the_dn_is_ignored() {
+        let row = apply_call(registered(), &ev("m2", 5, tel(Ringing, "c1")));
+        assert_eq!((summary(&row), row.calls.len()), (("idle", None), 0));
+    }
+
+    #[test]
     fn l1_registered_makes_an_unknown_dn_idle() {
         let row = registered();
         assert_eq!((summary(&row), row.registered_by.as_deref(), row.link.as_str()), (("idle", None), Some("m1"), "up"));
@@ -464,7 +480,7 @@ mod tests {
     #[test]
     fn l5_l6_link_loss_marks_the_dn_unknown_only_for_its_monitor() {
         let row = play(registered(), &[tel(Ringing, "c1")]);
-        let lost = CallBody::LinkDisconnected(LinkDisconnected { reason: "x".into() });
+        let lost = CallBody::LinkDisconnected(LinkDisconnected { reason: "x".into(), events_lost: None });
         let other = apply_call(row.clone(), &ev("m2", 2, lost.clone()));
         assert_eq!((other.call_state.as_str(), other.registered_by.as_deref()), ("ringing", Some("m1")));
         let own = apply_call(row, &ev("m1", 2, lost));
@@ -473,7 +489,8 @@ mod tests {
 
     #[test]
     fn l7_link_up_does_not_make_an_unknown_dn_known() {
-        let lost = apply_call(registered(), &ev("m1", 2, CallBody::LinkDisconnected(LinkDisconnected { reason: "x".into() })));
+        let lost =
+            apply_call(registered(), &ev("m1", 2, CallBody::LinkDisconnected(LinkDisconnected { reason: "x".into(), events_lost: None })));
         let up = apply_call(lost, &ev("m1", 3, CallBody::LinkConnected(LinkConnected { endpoint: "h:1".into() })));
         assert_eq!((up.call_state.as_str(), up.link.as_str()), ("unknown", "up"));
         let again = apply_call(up, &ev("m1", 4, CallBody::DnRegistered(DnAddress { dn: "5001".into() })));
@@ -557,7 +574,7 @@ mod tests {
             1 => (agent_kind, proptest::option::of(Just("break"))).prop_map(|(k, r)| agent(k, r)),
             1 => Just(CallBody::DnRegistered(DnAddress { dn: "5001".into() })),
             1 => Just(CallBody::DnUnregistered(DnAddress { dn: "5001".into() })),
-            1 => Just(CallBody::LinkDisconnected(LinkDisconnected { reason: "x".into() })),
+            1 => Just(CallBody::LinkDisconnected(LinkDisconnected { reason: "x".into(), events_lost: None })),
             1 => Just(CallBody::LinkConnected(LinkConnected { endpoint: "h:1".into() })),
         ]
     }

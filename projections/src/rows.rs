@@ -68,7 +68,8 @@ pub struct CallLeg {
     pub hold_ms: i64,
     /// Start of the hold in progress, if any.
     pub held_since_ms: Option<i64>,
-    /// in_progress, answered, abandoned, transferred, failed.
+    /// in_progress, answered, abandoned, transferred, failed, unknown (first seen
+    /// released: what happened before is not known).
     pub outcome: String,
     /// Was the call offered to this DN (it rang here), rather than dialled from it?
     #[serde(default)]
@@ -101,6 +102,10 @@ pub struct CallRecord {
     /// The ConnID this call continued (two-step transfer or conference completion).
     #[serde(default)]
     pub previous_connid: Option<String>,
+    /// For a consultation: the ConnID it was merged into when the transfer or
+    /// conference completed.
+    #[serde(default)]
+    pub merged_into: Option<String>,
     pub legs: Vec<CallLeg>,
 }
 

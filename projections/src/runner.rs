@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use netwatch_eventlog::{spawn_group_consumer, ConsumerEvent, DeadLetter, GroupOptions, Log, LogError, Record, StartAt, Topic};
-use netwatch_schemas::calls::{CallBody, CallEvent};
+use netwatch_schemas::calls::{CallBody, CallEvent, TEventKind};
 use netwatch_schemas::config::{ConfigChange, ConfigEvent};
 use netwatch_schemas::decode;
 use tokio::sync::watch;
@@ -23,7 +23,7 @@ use tracing::{error, info};
 
 use crate::call_history;
 use crate::dn_state::{self, Target};
-use crate::rows::DnState;
+use crate::rows::{CallRecord, DnState};
 use crate::store::{current_gen, ensure_current, gen_key, Batch, Gen, Store, StoreError};
 
 /// The projections there are.
@@ -349,15 +349,27 @@ impl<S: Store> Applier<S> {
             Projection::CallHistory => {
                 if let CallBody::Telephony(t) = &event.body {
                     let key = (event.tserver, t.connid.clone());
-                    let current = match batch.calls.get(&key) {
-                        Some(c) => Some(c.clone()),
-                        None => self.store.call(self.gen, key.0, &key.1).await?,
-                    };
+                    let current = self.call_record(batch, &key).await?;
                     batch.calls.insert(key, call_history::apply(current, event.tserver, t, event.server_time_ms));
+                    // A completed two-step transfer or conference ends the DN's part in the
+                    // consultation it merged from (no EventReleased comes for it).
+                    if let (TEventKind::PartyChanged, Some(previous)) = (t.kind, t.previous_connid.as_ref().filter(|p| **p != t.connid)) {
+                        let key = (event.tserver, previous.clone());
+                        if let Some(merged) = self.call_record(batch, &key).await? {
+                            batch.calls.insert(key, call_history::merged_away(merged, &t.dn, &t.connid, event.server_time_ms));
+                        }
+                    }
                 }
             }
         }
         Ok(())
+    }
+
+    async fn call_record(&self, batch: &Batch, key: &(i32, String)) -> Result<Option<CallRecord>, StoreError> {
+        match batch.calls.get(key) {
+            Some(c) => Ok(Some(c.clone())),
+            None => self.store.call(self.gen, key.0, &key.1).await,
+        }
     }
 
     async fn dn(&self, batch: &Batch, tserver: i32, dn: &str) -> Result<Option<DnState>, StoreError> {

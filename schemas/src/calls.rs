@@ -3,7 +3,7 @@
 use apache_avro::types::Value;
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{member, parse, unknown_member, CodecError, Event, Fields};
+use crate::codec::{member, optional_long, parse, unknown_member, CodecError, Event, Fields};
 use crate::registry::SchemaKind;
 
 /// Telephony event kinds, after Genesys T-Library (EventRinging, EventDialing, ...).
@@ -104,6 +104,9 @@ pub struct LinkConnected {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LinkDisconnected {
     pub reason: String,
+    /// Events read on the link session that could not be appended (v2; `None` before).
+    #[serde(default)]
+    pub events_lost: Option<i64>,
 }
 
 /// A DN registration change on a link.
@@ -135,6 +138,9 @@ pub struct CallEvent {
     pub session: String,
     /// The T-Server's own timestamp, ms since the epoch.
     pub server_time_ms: i64,
+    /// The T-Server's sequence number of the event on this link session (CTI `seq`);
+    /// `None` for events the monitor made itself and before schema v2.
+    pub link_seq: Option<i64>,
     pub body: CallBody,
 }
 
@@ -149,6 +155,7 @@ impl Event for CallEvent {
             ("monitor", Value::String(self.monitor.clone())),
             ("session", Value::String(self.session.clone())),
             ("server_time_ms", Value::Long(self.server_time_ms)),
+            ("link_seq", optional_long(self.link_seq)),
         ]
     }
 
@@ -179,6 +186,7 @@ impl Event for CallEvent {
             monitor: head.string("monitor")?,
             session: head.string("session")?,
             server_time_ms: head.long("server_time_ms")?,
+            link_seq: head.optional_long("link_seq")?,
             body,
         })
     }

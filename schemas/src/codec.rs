@@ -65,7 +65,8 @@ pub fn encode_with<T: Event>(schema: &Schema, fingerprint: &[u8; 8], event: &T) 
     let member = conform(member, union_variant(schema, T::UNION_FIELD, index)?);
     let mut fields: Vec<(String, Value)> = event.head().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
     fields.push((T::UNION_FIELD.to_string(), Value::Union(index as u32, Box::new(member))));
-    let body = to_avro_datum(schema, Value::Record(fields))?;
+    // An older version may lack envelope fields added since: they are left out.
+    let body = to_avro_datum(schema, conform(Value::Record(fields), schema))?;
     let mut out = Vec::with_capacity(10 + body.len());
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(fingerprint);
@@ -125,12 +126,34 @@ impl Fields {
             other => Err(CodecError::Shape(format!("field {name} is {other:?}, not a long"))),
         }
     }
+    /// An optional long field (`["null", "long"]`); absent in older versions means `None`.
+    pub fn optional_long(&mut self, name: &str) -> Result<Option<i64>, CodecError> {
+        match self.0.remove(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Union(_, v)) => match *v {
+                Value::Null => Ok(None),
+                Value::Long(v) => Ok(Some(v)),
+                Value::Int(v) => Ok(Some(v.into())),
+                other => Err(CodecError::Shape(format!("field {name} is {other:?}, not a long"))),
+            },
+            Some(Value::Long(v)) => Ok(Some(v)),
+            Some(other) => Err(CodecError::Shape(format!("field {name} is {other:?}, not a long"))),
+        }
+    }
     /// An int field.
     pub fn int(&mut self, name: &str) -> Result<i32, CodecError> {
         match self.take(name)? {
             Value::Int(v) => Ok(v),
             other => Err(CodecError::Shape(format!("field {name} is {other:?}, not an int"))),
         }
+    }
+}
+
+/// An optional long as a `["null", "long"]` union value.
+pub fn optional_long(value: Option<i64>) -> Value {
+    match value {
+        None => Value::Union(0, Box::new(Value::Null)),
+        Some(v) => Value::Union(1, Box::new(Value::Long(v))),
     }
 }
 

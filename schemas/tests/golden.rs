@@ -1,12 +1,15 @@
-//! Schema evolution: `monitors` v2 added two optional fields to Heartbeat. Bytes
-//! written by a v1 writer (committed in `golden/`) must still decode with today's code.
+//! Schema evolution: `monitors` v2 added two optional fields to Heartbeat; `calls` v2
+//! added `link_seq` to the envelope and `events_lost` to LinkDisconnected. Bytes written
+//! by v1 writers (committed in `golden/`) must still decode with today's code.
 
+use netwatch_schemas::calls::{CallBody, CallEvent, LinkDisconnected};
 use netwatch_schemas::codec::encode_with;
 use netwatch_schemas::monitors::{Heartbeat, MonitorBody, MonitorEvent};
 use netwatch_schemas::registry::registry;
 use netwatch_schemas::{decode, SchemaKind};
 
 const GOLDEN_V1: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/monitors.v1.heartbeat.bin");
+const GOLDEN_CALLS_V1: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/calls.v1.link-disconnected.bin");
 
 /// The event the golden file holds, as a v1 writer saw it (v2 fields absent).
 fn golden_event() -> MonitorEvent {
@@ -61,10 +64,85 @@ fn golden_file_is_what_a_v1_writer_produces() {
     assert_eq!(std::fs::read(GOLDEN_V1).expect("golden file is committed"), bytes);
 }
 
+/// A `calls` event as a v1 writer saw it: no `link_seq`, no `events_lost`.
+fn golden_call_event() -> CallEvent {
+    CallEvent {
+        event_id: "2f1c9a4e-0000-4000-8000-000000000001".into(),
+        tserver: 3,
+        monitor: "monitor-a".into(),
+        session: "s-1".into(),
+        server_time_ms: 1_700_000_000_000,
+        link_seq: None,
+        body: CallBody::LinkDisconnected(LinkDisconnected { reason: "the T-Server closed the link".into(), events_lost: None }),
+    }
+}
+
+#[test]
+fn calls_v1_bytes_decode_with_v2_code() {
+    let bytes = std::fs::read(GOLDEN_CALLS_V1).expect("golden file is committed");
+    let v1 = registry().version(SchemaKind::Calls, 1).unwrap();
+    assert_eq!(bytes[2..10], v1.fingerprint, "golden file was written with calls v1");
+    assert_eq!(decode::<CallEvent>(&bytes).unwrap(), golden_call_event());
+}
+
+/// Avro binary by hand, from the specification: zig-zag varints and length-prefixed
+/// strings. Independent of apache-avro and of our codec.
+fn zigzag(out: &mut Vec<u8>, v: i64) {
+    let mut n = ((v << 1) ^ (v >> 63)) as u64;
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+fn string(out: &mut Vec<u8>, s: &str) {
+    zigzag(out, s.len() as i64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+#[test]
+fn calls_golden_file_is_the_v1_layout_of_the_specification() {
+    let v1 = registry().version(SchemaKind::Calls, 1).unwrap();
+    let e = golden_call_event();
+    let mut expected = vec![0xC3, 0x01];
+    expected.extend_from_slice(&v1.fingerprint);
+    string(&mut expected, &e.event_id);
+    zigzag(&mut expected, e.tserver.into());
+    string(&mut expected, &e.monitor);
+    string(&mut expected, &e.session);
+    zigzag(&mut expected, e.server_time_ms);
+    zigzag(&mut expected, 1); // union member 1 of v1: LinkDisconnected { reason }
+    string(&mut expected, "the T-Server closed the link");
+    assert_eq!(std::fs::read(GOLDEN_CALLS_V1).expect("golden file is committed"), expected);
+}
+
+#[test]
+fn calls_golden_file_is_what_a_v1_writer_produces() {
+    let v1 = registry().version(SchemaKind::Calls, 1).unwrap();
+    let bytes = encode_with(&v1.schema, &v1.fingerprint, &golden_call_event()).unwrap();
+    if std::env::var_os("NETWATCH_WRITE_GOLDEN").is_some() {
+        std::fs::write(GOLDEN_CALLS_V1, &bytes).unwrap();
+    }
+    assert_eq!(std::fs::read(GOLDEN_CALLS_V1).expect("golden file is committed"), bytes);
+}
+
+#[test]
+fn calls_v2_keeps_the_sequence_number_and_the_loss_count() {
+    let current = registry().current(SchemaKind::Calls);
+    assert_eq!(current.version, 2);
+    let mut event = golden_call_event();
+    event.link_seq = Some(41);
+    event.body = CallBody::LinkDisconnected(LinkDisconnected { reason: "monitor stopped".into(), events_lost: Some(3) });
+    let bytes = netwatch_schemas::encode(&event).unwrap();
+    assert_eq!(bytes[2..10], current.fingerprint);
+    assert_eq!(decode::<CallEvent>(&bytes).unwrap(), event);
+}
+
 #[test]
 fn every_schema_version_parses_and_fingerprints_are_distinct() {
     let all = registry().all();
-    assert_eq!(all.len(), 7);
+    assert_eq!(all.len(), 8);
     let mut prints: Vec<_> = all.iter().map(|v| v.fingerprint).collect();
     prints.sort();
     prints.dedup();

@@ -46,7 +46,8 @@ fn call_event() -> impl Strategy<Value = CallEvent> {
     let agent_kinds = prop::sample::select(AgentEventKind::ALL.to_vec());
     let body = prop_oneof![
         text().prop_map(|endpoint| CallBody::LinkConnected(LinkConnected { endpoint })),
-        text().prop_map(|reason| CallBody::LinkDisconnected(LinkDisconnected { reason })),
+        (text(), proptest::option::of(any::<i64>()))
+            .prop_map(|(reason, events_lost)| CallBody::LinkDisconnected(LinkDisconnected { reason, events_lost })),
         text().prop_map(|dn| CallBody::DnRegistered(DnAddress { dn })),
         text().prop_map(|dn| CallBody::DnUnregistered(DnAddress { dn })),
         (kinds, text(), text(), types, proptest::option::of(text()), proptest::option::of(text()), proptest::option::of(text())).prop_map(
@@ -67,9 +68,17 @@ fn call_event() -> impl Strategy<Value = CallEvent> {
             reason
         })),
     ];
-    (text(), any::<i32>(), text(), text(), any::<i64>(), body).prop_map(|(event_id, tserver, monitor, session, server_time_ms, body)| {
-        CallEvent { event_id, tserver, monitor, session, server_time_ms, body }
-    })
+    (text(), any::<i32>(), text(), text(), any::<i64>(), proptest::option::of(any::<i64>()), body).prop_map(
+        |(event_id, tserver, monitor, session, server_time_ms, link_seq, body)| CallEvent {
+            event_id,
+            tserver,
+            monitor,
+            session,
+            server_time_ms,
+            link_seq,
+            body,
+        },
+    )
 }
 
 fn monitor_event() -> impl Strategy<Value = MonitorEvent> {

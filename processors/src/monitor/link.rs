@@ -1,27 +1,53 @@
-//! One CTI link per watched T-Server: connect, register the desired DNs, forward every
-//! event to `calls`, reconnect with backoff and jitter when the link drops.
+//! One CTI link per watched T-Server: the runner of a [`Session`]. It moves bytes only —
+//! opens the TCP link, writes the requests the session queues, reads and parses lines,
+//! and appends the session's events to `calls` through a pipelined [`Emitter`] — and
+//! stops reading while the emitter is full, so TCP pushes back on the T-Server.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use netwatch_eventlog::{Log, Topic};
-use netwatch_producers::cti::{Message, Request};
-use netwatch_producers::link::{open, LinkWriter};
-use netwatch_schemas::calls::{CallBody, CallEvent, DnAddress, LinkConnected, LinkDisconnected};
+use netwatch_eventlog::{Destination, Emitter, Log, Topic};
+use netwatch_producers::cti::{parse_message, Message, Request, Unusable};
+use netwatch_producers::link::{open, LinkError, LinkReader, LinkWriter};
+use netwatch_schemas::calls::{CallBody, CallEvent, LinkDisconnected};
 use netwatch_schemas::config::TServer;
-use netwatch_schemas::now_ms;
-use rand::Rng;
+use netwatch_schemas::{encode, now_ms};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
 
-/// Counters the heartbeat reads.
+use super::session::{Action, Emitted, Note, Session};
+
+/// How a link runs.
+#[derive(Clone, Debug)]
+pub struct LinkSettings {
+    /// Events read from the link and not yet acknowledged by the broker, at most.
+    pub max_in_flight: usize,
+    /// How long a stopping link waits for the broker to acknowledge what it read.
+    pub drain_wait: Duration,
+    /// How long writing requests may block before the link counts as lost.
+    pub write_wait: Duration,
+}
+
+impl Default for LinkSettings {
+    fn default() -> Self {
+        LinkSettings { max_in_flight: 20_000, drain_wait: Duration::from_secs(5), write_wait: Duration::from_secs(5) }
+    }
+}
+
+/// Counters the heartbeat and the status read.
 #[derive(Default)]
 pub struct LinkStats {
     connected: AtomicBool,
     registered: AtomicI64,
+    captured: AtomicU64,
+    lost: AtomicU64,
+    unusable: AtomicU64,
 }
 
 impl LinkStats {
@@ -32,6 +58,18 @@ impl LinkStats {
     /// DNs registered on the link now.
     pub fn registered(&self) -> i64 {
         self.registered.load(Ordering::Relaxed)
+    }
+    /// Events appended to `calls` so far.
+    pub fn captured(&self) -> u64 {
+        self.captured.load(Ordering::Relaxed)
+    }
+    /// Events read that could not be appended.
+    pub fn lost(&self) -> u64 {
+        self.lost.load(Ordering::Relaxed)
+    }
+    /// Lines that were not usable messages.
+    pub fn unusable(&self) -> u64 {
+        self.unusable.load(Ordering::Relaxed)
     }
 }
 
@@ -46,11 +84,12 @@ pub struct LinkHandle {
 
 impl LinkHandle {
     /// Start watching a T-Server.
-    pub fn spawn(log: Log, monitor: String, tserver: TServer, dns: BTreeSet<String>, stats: Arc<LinkStats>) -> LinkHandle {
+    pub fn spawn(log: Log, monitor: String, tserver: TServer, dns: BTreeSet<String>, settings: LinkSettings) -> LinkHandle {
+        let stats = Arc::new(LinkStats::default());
         let (dns_tx, dns_rx) = watch::channel(dns);
         let (stop_tx, stop_rx) = watch::channel(false);
-        let emitter = Emitter { log, monitor, tserver: tserver.id, session: String::new() };
-        let task = tokio::spawn(link_task(emitter, tserver.clone(), dns_rx, stop_rx, stats.clone()));
+        let runner = Runner::new(log, monitor, &tserver, settings, stats.clone());
+        let task = tokio::spawn(runner.run(dns_rx, stop_rx));
         LinkHandle { tserver, stats, dns: dns_tx, stop: stop_tx, task }
     }
 
@@ -63,185 +102,273 @@ impl LinkHandle {
         });
     }
 
-    /// Unregister every DN, close the link, and wait for the task to end.
+    /// Unregister every DN, close the link, and wait for the task to end: at most the
+    /// release wait, the write wait and the drain wait. What the broker has not
+    /// acknowledged by then keeps going in the background.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
-        let mut task = self.task;
-        if tokio::time::timeout(Duration::from_secs(10), &mut task).await.is_err() {
-            warn!(tserver = self.tserver.id, "Link did not stop in time; aborting it.");
-            task.abort();
+        if let Err(e) = self.task.await {
+            warn!(tserver = self.tserver.id, error = %e, "The link task failed.");
         }
+        let s = &self.stats;
+        info!(
+            tserver = self.tserver.id,
+            captured = s.captured(),
+            lost = s.lost(),
+            unusable = s.unusable(),
+            "Stopped watching the T-Server."
+        );
     }
 }
 
-/// Appends captured events to `calls`.
-struct Emitter {
-    log: Log,
-    monitor: String,
-    tserver: i32,
-    session: String,
+/// What woke the runner.
+enum Wake {
+    Stop,
+    Dns,
+    Settled,
+    Opened(Result<(LinkWriter, LinkReader, Option<String>), LinkError>),
+    Line(Result<Result<Message, Unusable>, LinkError>),
+    Tick,
 }
 
-impl Emitter {
-    async fn emit(&self, server_time_ms: i64, body: CallBody) {
+type Opening = Pin<Box<dyn Future<Output = Result<(LinkWriter, LinkReader, Option<String>), LinkError>> + Send>>;
+
+struct Runner {
+    monitor: String,
+    tserver: i32,
+    endpoint: String,
+    settings: LinkSettings,
+    stats: Arc<LinkStats>,
+    emitter: Emitter,
+    /// Link session id: new on every connect.
+    session_id: String,
+    /// Emitter failures before the current link opened.
+    failed_before: u64,
+    link: Option<(LinkWriter, LinkReader)>,
+    opening: Option<Opening>,
+}
+
+impl Runner {
+    fn new(log: Log, monitor: String, tserver: &TServer, settings: LinkSettings, stats: Arc<LinkStats>) -> Runner {
+        let to = Destination {
+            topic: log.topic(Topic::Calls),
+            partition: log.topics.tserver_partition(tserver.id),
+            key: tserver.id.to_string(),
+        };
+        let emitter = Emitter::new(log.producer.clone(), to, settings.max_in_flight);
+        Runner {
+            monitor,
+            tserver: tserver.id,
+            endpoint: tserver.endpoint(),
+            settings,
+            stats,
+            emitter,
+            session_id: String::new(),
+            failed_before: 0,
+            link: None,
+            opening: None,
+        }
+    }
+
+    async fn run(mut self, mut dns: watch::Receiver<BTreeSet<String>>, mut stop: watch::Receiver<bool>) {
+        let wanted = dns.borrow_and_update().clone();
+        let (mut session, mut actions) = Session::new(&self.endpoint, wanted);
+        let mut stopping = false;
+        loop {
+            for action in std::mem::take(&mut actions) {
+                self.act(action);
+            }
+            if let Some((writer, _)) = self.link.as_mut() {
+                if writer.has_queued() {
+                    let written = tokio::time::timeout(self.settings.write_wait, writer.flush()).await;
+                    let failure = match written {
+                        Ok(Ok(())) => None,
+                        Ok(Err(e)) => Some(e.to_string()),
+                        Err(_) => Some("the T-Server does not read its link".to_string()),
+                    };
+                    if let Some(reason) = failure {
+                        actions = session.lost(&reason, Instant::now());
+                        continue;
+                    }
+                }
+            }
+            self.stats.registered.store(session.registered() as i64, Ordering::Relaxed);
+            self.stats.unusable.store(session.unusable_total(), Ordering::Relaxed);
+            if session.is_done() {
+                break;
+            }
+            if !stopping && *stop.borrow() {
+                stopping = true;
+                self.opening = None;
+                actions = session.release(Instant::now());
+                continue;
+            }
+            let deadline = session.next_deadline();
+            let reading = self.link.is_some() && self.emitter.has_room();
+            let wake = tokio::select! {
+                _ = stop.changed(), if !stopping => Wake::Stop,
+                _ = dns.changed(), if !stopping => Wake::Dns,
+                _ = self.emitter.settle() => Wake::Settled,
+                opened = opened(&mut self.opening), if self.opening.is_some() => Wake::Opened(opened),
+                line = read(self.link.as_mut().map(|(_, r)| r)), if reading => Wake::Line(line),
+                _ = sleep_until(deadline), if deadline.is_some() => Wake::Tick,
+            };
+            let now = Instant::now();
+            actions = match wake {
+                Wake::Stop => Vec::new(),
+                Wake::Dns => session.want(dns.borrow_and_update().clone()),
+                Wake::Settled => {
+                    self.publish_counts();
+                    Vec::new()
+                }
+                Wake::Opened(Ok((writer, reader, server))) => {
+                    self.opening = None;
+                    self.link = Some((writer, reader));
+                    self.session_id = uuid::Uuid::new_v4().to_string();
+                    self.failed_before = self.emitter.counts().failed;
+                    self.stats.connected.store(true, Ordering::Relaxed);
+                    session.opened(server, now_ms(), now)
+                }
+                Wake::Opened(Err(e)) => {
+                    self.opening = None;
+                    session.open_failed(&e.to_string(), now)
+                }
+                Wake::Line(Ok(Ok(message))) => session.on_message(message, now_ms(), now),
+                Wake::Line(Ok(Err(unusable))) => {
+                    debug!(tserver = self.tserver, reason = %unusable, "Unusable CTI line.");
+                    session.on_unusable(&unusable, now)
+                }
+                Wake::Line(Err(e)) => session.lost(&e.to_string(), now),
+                Wake::Tick => session.tick(now),
+            };
+        }
+        self.finish().await;
+    }
+
+    /// Carry out one action of the session.
+    fn act(&mut self, action: Action) {
+        match action {
+            Action::Connect => {
+                let (endpoint, monitor) = (self.endpoint.clone(), self.monitor.clone());
+                self.opening = Some(Box::pin(async move { open(&endpoint, &monitor, Duration::from_secs(5)).await }));
+            }
+            Action::Register(dn) => {
+                if let Some((w, _)) = self.link.as_mut() {
+                    w.queue(|ref_id| Request::RequestRegisterAddress { ref_id, dn });
+                }
+            }
+            Action::Unregister(dn) => {
+                if let Some((w, _)) = self.link.as_mut() {
+                    w.queue(|ref_id| Request::RequestUnregisterAddress { ref_id, dn });
+                }
+            }
+            Action::Emit(e) => self.emit(e),
+            Action::EndLink { reason, finish } => {
+                self.link = None;
+                self.stats.connected.store(false, Ordering::Relaxed);
+                let lost = self.emitter.counts().failed - self.failed_before;
+                if finish {
+                    info!(tserver = self.tserver, endpoint = %self.endpoint, %reason, "CTI link closed.");
+                } else {
+                    warn!(tserver = self.tserver, endpoint = %self.endpoint, %reason, "CTI link lost; reconnecting.");
+                }
+                let body = CallBody::LinkDisconnected(LinkDisconnected { reason, events_lost: (lost > 0).then_some(lost as i64) });
+                self.emit(Emitted { server_time_ms: now_ms(), link_seq: None, body });
+            }
+            Action::Note(note) => self.note(note),
+        }
+    }
+
+    /// Encode an event and hand it to the emitter.
+    fn emit(&mut self, e: Emitted) {
         let event = CallEvent {
             event_id: uuid::Uuid::new_v4().to_string(),
             tserver: self.tserver,
             monitor: self.monitor.clone(),
-            session: self.session.clone(),
-            server_time_ms,
-            body,
+            session: self.session_id.clone(),
+            server_time_ms: e.server_time_ms,
+            link_seq: e.link_seq,
+            body: e.body,
         };
-        let topic = self.log.topic(Topic::Calls);
-        let partition = self.log.topics.tserver_partition(self.tserver);
-        if let Err(e) = self.log.producer.send(&topic, &self.tserver.to_string(), Some(partition), &event).await {
-            warn!(tserver = self.tserver, error = %e, "Could not append a call event.");
-        }
-    }
-}
-
-/// Why a session ended.
-enum End {
-    Stopped,
-    Lost(String),
-}
-
-async fn link_task(
-    mut emitter: Emitter,
-    tserver: TServer,
-    mut dns: watch::Receiver<BTreeSet<String>>,
-    mut stop: watch::Receiver<bool>,
-    stats: Arc<LinkStats>,
-) {
-    let endpoint = tserver.endpoint();
-    let mut failures: u32 = 0;
-    loop {
-        if *stop.borrow() {
-            return;
-        }
-        let opened = tokio::select! {
-            _ = stop.changed() => return,
-            opened = open(&endpoint, &emitter.monitor, Duration::from_secs(5)) => opened,
-        };
-        match opened {
-            Err(e) => {
-                failures += 1;
-                if failures == 1 || failures.is_multiple_of(20) {
-                    warn!(tserver = tserver.id, %endpoint, failures, error = %e, "Cannot open the CTI link; retrying.");
-                }
-            }
-            Ok((mut writer, mut reader, server)) => {
-                failures = 0;
-                emitter.session = uuid::Uuid::new_v4().to_string();
-                stats.connected.store(true, Ordering::Relaxed);
-                info!(tserver = tserver.id, %endpoint, %server, session = %emitter.session, "CTI link connected.");
-                emitter.emit(now_ms(), CallBody::LinkConnected(LinkConnected { endpoint: endpoint.clone() })).await;
-                let mut requested: BTreeSet<String> = BTreeSet::new();
-                let end = loop {
-                    let want = dns.borrow_and_update().clone();
-                    if let Err(e) = sync(&mut writer, &mut requested, &want).await {
-                        break End::Lost(e);
-                    }
-                    let message = tokio::select! {
-                        _ = stop.changed() => break End::Stopped,
-                        _ = dns.changed() => continue,
-                        m = reader.next() => m,
-                    };
-                    match message {
-                        Ok(m) => handle(&emitter, &stats, &requested, m).await,
-                        Err(e) => break End::Lost(e.to_string()),
-                    }
-                };
-                let reason = match end {
-                    End::Stopped => {
-                        release(&emitter, &stats, &mut writer, &mut reader, &mut requested).await;
-                        "monitor released the T-Server".to_string()
-                    }
-                    End::Lost(reason) => reason,
-                };
-                stats.connected.store(false, Ordering::Relaxed);
-                stats.registered.store(0, Ordering::Relaxed);
-                info!(tserver = tserver.id, %endpoint, %reason, "CTI link disconnected.");
-                emitter.emit(now_ms(), CallBody::LinkDisconnected(LinkDisconnected { reason })).await;
-                if *stop.borrow() {
-                    return;
-                }
+        match encode(&event) {
+            Ok(bytes) => self.emitter.push(bytes),
+            Err(error) => {
+                // Our own event types always encode; count it rather than crash if not.
+                self.stats.lost.fetch_add(1, Ordering::Relaxed);
+                warn!(tserver = self.tserver, %error, "A captured event could not be encoded.");
             }
         }
-        let delay = backoff(failures);
-        tokio::select! {
-            _ = stop.changed() => return,
-            _ = tokio::time::sleep(delay) => {}
-        }
     }
-}
 
-/// Exponential backoff from 200 ms to 10 s with ±25 % jitter.
-fn backoff(failures: u32) -> Duration {
-    let base = 200u64.saturating_mul(1 << failures.min(6)).min(10_000);
-    let jitter = rand::rng().random_range(0.75..1.25);
-    Duration::from_millis((base as f64 * jitter) as u64)
-}
-
-/// Send register/unregister requests so that `requested` becomes `want`.
-async fn sync(writer: &mut LinkWriter, requested: &mut BTreeSet<String>, want: &BTreeSet<String>) -> Result<(), String> {
-    for dn in want.difference(&requested.clone()) {
-        writer.send(|ref_id| Request::RequestRegisterAddress { ref_id, dn: dn.clone() }).await.map_err(|e| e.to_string())?;
-        requested.insert(dn.clone());
-    }
-    for dn in requested.clone().difference(want) {
-        writer.send(|ref_id| Request::RequestUnregisterAddress { ref_id, dn: dn.clone() }).await.map_err(|e| e.to_string())?;
-        requested.remove(dn);
-    }
-    Ok(())
-}
-
-async fn handle(emitter: &Emitter, stats: &LinkStats, requested: &BTreeSet<String>, message: Message) {
-    match message {
-        Message::EventRegistered { dn, time_ms, .. } => {
-            if requested.contains(&dn) {
-                stats.registered.fetch_add(1, Ordering::Relaxed);
+    fn note(&self, note: Note) {
+        let t = self.tserver;
+        let endpoint = &self.endpoint;
+        match note {
+            Note::Connected { server } => {
+                info!(tserver = t, %endpoint, server = server.as_deref().unwrap_or("?"), session = %self.session_id, "CTI link connected.")
             }
-            emitter.emit(time_ms, CallBody::DnRegistered(DnAddress { dn })).await;
+            Note::ConnectFailed { failures, error, retry_in } => {
+                warn!(tserver = t, %endpoint, failures, %error, retry_in_ms = retry_in.as_millis() as u64, "Cannot open the CTI link; retrying.")
+            }
+            Note::Unusable { count, total, last } => {
+                warn!(tserver = t, %endpoint, count, total, last = %last, "Unusable CTI messages were skipped (docs/cti-link.md).")
+            }
+            Note::SeqJumps { count, expected, got } => {
+                warn!(tserver = t, %endpoint, count, expected, got, "The T-Server's event sequence numbers jumped: it skipped or repeated events.")
+            }
+            Note::Refused { count, code, text } => warn!(tserver = t, %endpoint, count, code, %text, "The T-Server refused requests."),
+            Note::SwitchLink { up: false } => {
+                warn!(tserver = t, %endpoint, "The T-Server lost its switch link; its DNs are unknown until it is back.")
+            }
+            Note::SwitchLink { up: true } => {
+                info!(tserver = t, %endpoint, "The T-Server's switch link is back; registering every DN again.")
+            }
         }
-        Message::EventUnregistered { dn, time_ms, .. } => {
-            stats.registered.fetch_sub(1, Ordering::Relaxed);
-            emitter.emit(time_ms, CallBody::DnUnregistered(DnAddress { dn })).await;
+    }
+
+    fn publish_counts(&self) {
+        let counts = self.emitter.counts();
+        self.stats.captured.store(counts.appended, Ordering::Relaxed);
+        self.stats.lost.store(counts.failed, Ordering::Relaxed);
+    }
+
+    /// The session is over: wait a while for the broker to take what was read, then
+    /// leave the rest to a background task.
+    async fn finish(mut self) {
+        self.stats.connected.store(false, Ordering::Relaxed);
+        self.stats.registered.store(0, Ordering::Relaxed);
+        let drained = self.emitter.drain(self.settings.drain_wait).await;
+        self.publish_counts();
+        if drained.pending > 0 {
+            warn!(
+                tserver = self.tserver,
+                pending = drained.pending,
+                "The broker has not acknowledged every captured event yet; they stay queued."
+            );
         }
-        Message::Event(event) => emitter.emit(event.time_ms, event.body.to_call_body()).await,
-        Message::EventLinkConnected { time_ms } => {
-            emitter.emit(time_ms, CallBody::LinkConnected(LinkConnected { endpoint: "switch".into() })).await;
-        }
-        Message::EventLinkDisconnected { time_ms, reason } => {
-            emitter.emit(time_ms, CallBody::LinkDisconnected(LinkDisconnected { reason: format!("switch: {reason}") })).await;
-        }
-        Message::EventError { ref_id, code, text } => warn!(?ref_id, code, %text, "T-Server refused a request."),
-        Message::EventServerInfo { .. } | Message::EventStatus { .. } | Message::EventLinksDropped { .. } => {}
+        self.emitter.detach(format!("T-Server {} events", self.tserver));
     }
 }
 
-/// Unregister every DN and wait (briefly) for the confirmations.
-async fn release(
-    emitter: &Emitter,
-    stats: &LinkStats,
-    writer: &mut LinkWriter,
-    reader: &mut netwatch_producers::link::LinkReader,
-    requested: &mut BTreeSet<String>,
-) {
-    let mut pending = requested.clone();
-    if sync(writer, requested, &BTreeSet::new()).await.is_err() {
-        return;
+/// The link being opened, once it is (never ready when none is).
+async fn opened(opening: &mut Option<Opening>) -> Result<(LinkWriter, LinkReader, Option<String>), LinkError> {
+    match opening {
+        Some(f) => f.await,
+        None => std::future::pending().await,
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-    while !pending.is_empty() {
-        match tokio::time::timeout_at(deadline, reader.next()).await {
-            Ok(Ok(Message::EventUnregistered { dn, time_ms, .. })) => {
-                pending.remove(&dn);
-                stats.registered.fetch_sub(1, Ordering::Relaxed);
-                emitter.emit(time_ms, CallBody::DnUnregistered(DnAddress { dn })).await;
-            }
-            Ok(Ok(m)) => handle(emitter, stats, requested, m).await,
-            Ok(Err(_)) | Err(_) => break,
-        }
+}
+
+/// The next parsed line of the link (never ready without a link).
+async fn read(reader: Option<&mut LinkReader>) -> Result<Result<Message, Unusable>, LinkError> {
+    match reader {
+        Some(r) => r.next_line().await.map(parse_message),
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }

@@ -3,10 +3,10 @@
 //! every event it captures to `calls`.
 
 mod link;
+mod session;
 mod slots;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::Duration;
 
 use netwatch_eventlog::{spawn_group_consumer, spawn_tail, ConsumerEvent, GroupOptions, Log, LogError, StartAt, Topic};
@@ -19,9 +19,10 @@ use netwatch_schemas::{decode, now_ms};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+pub use link::LinkSettings;
 pub use slots::Slots;
 
-use link::{LinkHandle, LinkStats};
+use link::LinkHandle;
 
 /// Monitor settings.
 #[derive(Clone, Debug)]
@@ -34,6 +35,8 @@ pub struct MonitorConfig {
     /// hands are revoked). Off by default: on tansu 0.6.0 it handed slots to a new
     /// owner while the old one still held them (docs/broker-notes.md).
     pub cooperative: bool,
+    /// How each CTI link runs (events in flight, waits).
+    pub link: LinkSettings,
 }
 
 /// Run until `shutdown` turns true.
@@ -60,6 +63,7 @@ pub async fn run(log: Log, config: MonitorConfig, mut shutdown: watch::Receiver<
         changed: false,
         cluster: Cluster::new(liveness),
         deferred: BTreeSet::new(),
+        link: config.link.clone(),
     };
     monitor.report(MonitorBody::Started(Started { host: hostname(), pid: std::process::id() as i32 })).await;
     info!(id = %config.id, %group, "Monitor started.");
@@ -148,6 +152,7 @@ pub async fn run(log: Log, config: MonitorConfig, mut shutdown: watch::Receiver<
     }
     consumer.stop().await;
     others.stop().await;
+    flush_before_exit(&log).await;
     info!(id = %config.id, "Monitor stopped.");
     result
 }
@@ -163,6 +168,7 @@ struct Monitor {
     cluster: Cluster,
     /// T-Servers this monitor should watch but another live monitor still holds.
     deferred: BTreeSet<i32>,
+    link: LinkSettings,
 }
 
 impl Monitor {
@@ -195,8 +201,7 @@ impl Monitor {
                 }
                 self.changed = true;
                 info!(tserver, endpoint = %t.endpoint(), dns = dns.len(), "Watching T-Server.");
-                let stats = Arc::new(LinkStats::default());
-                self.links.insert(tserver, LinkHandle::spawn(self.log.clone(), self.id.clone(), t, dns, stats));
+                self.links.insert(tserver, LinkHandle::spawn(self.log.clone(), self.id.clone(), t, dns, self.link.clone()));
             }
             None => {
                 self.deferred.remove(&tserver);
@@ -247,11 +252,24 @@ impl Monitor {
         self.report(body).await;
     }
 
+    /// Append to `monitors` without waiting for the broker: a heartbeat must not hold the
+    /// monitor up while the broker is away.
     async fn report(&self, body: MonitorBody) {
         let event = MonitorEvent { monitor_id: self.id.clone(), at_ms: now_ms(), body };
-        if let Err(e) = self.log.producer.send(&self.log.topic(Topic::Monitors), &self.id, None, &event).await {
+        if let Err(e) = self.log.producer.send_detached(&self.log.topic(Topic::Monitors), &self.id, None, &event) {
             warn!(error = %e, "Could not append to monitors.");
         }
+    }
+}
+
+/// Give the producer a few seconds to deliver what is queued; say how much it could not.
+async fn flush_before_exit(log: &Log) {
+    let producer = log.producer.clone();
+    let within = Duration::from_secs(5);
+    let _ = tokio::task::spawn_blocking(move || producer.flush(within)).await;
+    let left = log.producer.in_flight();
+    if left > 0 {
+        warn!(records = left, "The broker did not acknowledge these records before the monitor stopped; they are not appended.");
     }
 }
 

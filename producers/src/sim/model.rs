@@ -44,9 +44,32 @@ pub enum Action {
         from: String,
         to: String,
     },
-    /// The call ends (either side hangs up).
+    /// Consultation (two-step transfer or conference, first step): `from`, talking on
+    /// `of`, holds it and dials `to` on a new call named `call`.
+    Consult {
+        call: String,
+        of: String,
+        from: String,
+        to: String,
+        #[serde(default)]
+        connid: Option<String>,
+    },
+    /// Two-step transfer, second step: the consultation `call` was answered; its
+    /// originator leaves both calls and the consulted party takes its place on the first.
+    CompleteTransfer {
+        call: String,
+    },
+    /// Conference, second step: the consulted party joins the first call, whose
+    /// originator takes it back from hold.
+    CompleteConference {
+        call: String,
+    },
+    /// The call ends (either side hangs up); with `dn`, only that party leaves it (a
+    /// conference goes on while two parties remain).
     Release {
         call: String,
+        #[serde(default)]
+        dn: Option<String>,
     },
     Login {
         dn: String,
@@ -80,8 +103,12 @@ struct SimCall {
     /// The two ends: originator and destination (after transfers, whoever holds them).
     a: String,
     b: String,
+    /// Parties that joined by a conference.
+    extra: Vec<String>,
     established: BTreeSet<String>,
     held: BTreeSet<String>,
+    /// For a consultation: the name of the call it consults on.
+    consult_of: Option<String>,
 }
 
 impl SimCall {
@@ -97,11 +124,29 @@ impl SimCall {
         CallInfo {
             dn: dn.to_string(),
             connid: self.connid.clone(),
-            call_type: self.call_type,
+            call_type: Some(self.call_type),
             other_dn: Some(self.other(dn).to_string()),
             third_party_dn: third_party.map(str::to_string),
             previous_connid: None,
         }
+    }
+
+    /// Every party on the call.
+    fn parties(&self) -> Vec<String> {
+        let mut all = vec![self.a.clone(), self.b.clone()];
+        all.extend(self.extra.iter().cloned());
+        all
+    }
+
+    /// `old` leaves the ends of the call and `new` takes its place.
+    fn replace(&mut self, old: &str, new: &str) {
+        for end in [&mut self.a, &mut self.b] {
+            if end == old {
+                *end = new.to_string();
+            }
+        }
+        self.established.remove(old);
+        self.held.remove(old);
     }
 }
 
@@ -147,7 +192,16 @@ impl CallModel {
                     self.next_connid += 1;
                     format!("{:016x}", self.connid_base.wrapping_add(self.next_connid))
                 });
-                let c = SimCall { connid, call_type, a: from.clone(), b: to.clone(), established: BTreeSet::new(), held: BTreeSet::new() };
+                let c = SimCall {
+                    connid,
+                    call_type,
+                    a: from.clone(),
+                    b: to.clone(),
+                    extra: Vec::new(),
+                    established: BTreeSet::new(),
+                    held: BTreeSet::new(),
+                    consult_of: None,
+                };
                 if is_internal(from) {
                     out.push(E::EventDialing(c.info(from, None)));
                 }
@@ -221,14 +275,91 @@ impl CallModel {
                     out.push(E::EventPartyChanged(c.info(&remaining, Some(from))));
                 }
             }
-            Action::Release { call } => {
+            Action::Consult { call, of, from, to, connid } => {
+                if self.calls.contains_key(call) {
+                    return Err(format!("call {call} already exists"));
+                }
+                let x = self.call_mut(of)?;
+                if !x.established.contains(from) || x.held.contains(from) || !is_internal(from) {
+                    return Err(format!("call {of}: {from} is not talking on it"));
+                }
+                if x.parties().contains(to) || to == from {
+                    return Err(format!("call {of}: {to} is already on it"));
+                }
+                x.held.insert(from.clone());
+                out.push(E::EventHeld(x.info(from, None)));
+                let connid = connid.clone().unwrap_or_else(|| {
+                    self.next_connid += 1;
+                    format!("{:016x}", self.connid_base.wrapping_add(self.next_connid))
+                });
+                let y = SimCall {
+                    connid,
+                    call_type: CallType::Consult,
+                    a: from.clone(),
+                    b: to.clone(),
+                    extra: Vec::new(),
+                    established: BTreeSet::new(),
+                    held: BTreeSet::new(),
+                    consult_of: Some(of.clone()),
+                };
+                out.push(E::EventDialing(y.info(from, None)));
+                if is_internal(to) {
+                    out.push(E::EventRinging(y.info(to, None)));
+                }
+                self.calls.insert(call.clone(), y);
+            }
+            Action::CompleteTransfer { call } | Action::CompleteConference { call } => {
+                let conference = matches!(action, Action::CompleteConference { .. });
+                let y = self.call(call)?.clone();
+                let of = y.consult_of.clone().ok_or_else(|| format!("call {call} is not a consultation"))?;
+                if !y.established.contains(&y.b) {
+                    return Err(format!("call {call}: the consultation is not answered"));
+                }
+                let (from, target) = (y.a.clone(), y.b.clone());
+                let x = self.call_mut(&of)?;
+                out.push(E::EventReleased(y.info(&from, None)));
+                let far = x.other(&from).to_string();
+                if conference {
+                    x.held.remove(&from);
+                    out.push(E::EventRetrieved(x.info(&from, None)));
+                    x.extra.push(target.clone());
+                } else {
+                    out.push(E::EventReleased(x.info(&from, Some(&target))));
+                    x.replace(&from, &target);
+                }
+                x.established.insert(target.clone());
+                if is_internal(&target) {
+                    let mut changed = x.info(&target, Some(&from));
+                    changed.other_dn = Some(far);
+                    changed.previous_connid = Some(y.connid.clone());
+                    out.push(E::EventPartyChanged(changed));
+                }
+                self.calls.remove(call);
+            }
+            Action::Release { call, dn: None } => {
                 let c = self.call(call)?;
-                for dn in [&c.a, &c.b] {
-                    if is_internal(dn) {
-                        out.push(E::EventReleased(c.info(dn, None)));
+                for dn in c.parties() {
+                    if is_internal(&dn) {
+                        out.push(E::EventReleased(c.info(&dn, None)));
                     }
                 }
                 self.calls.remove(call);
+            }
+            Action::Release { call, dn: Some(dn) } => {
+                let c = self.call_mut(call)?;
+                if !c.parties().contains(dn) {
+                    return Err(format!("call {call}: {dn} is not on it"));
+                }
+                if c.extra.is_empty() {
+                    return self.apply(&Action::Release { call: call.clone(), dn: None });
+                }
+                out.push(E::EventReleased(c.info(dn, None)));
+                if let Some(i) = c.extra.iter().position(|p| p == dn) {
+                    c.extra.remove(i);
+                } else if let Some(next) = c.extra.pop() {
+                    c.replace(dn, &next);
+                    c.established.insert(next);
+                }
             }
             Action::Login { dn, agent } => {
                 if let Some(other) = self.agents.get(dn) {
@@ -264,10 +395,7 @@ impl CallModel {
 
 /// Kind of a telephony event body (None for agent events).
 pub fn kind_of(body: &TEventBody) -> Option<TEventKind> {
-    match body.to_call_body() {
-        netwatch_schemas::calls::CallBody::Telephony(t) => Some(t.kind),
-        _ => None,
-    }
+    body.telephony().map(|(kind, _)| kind)
 }
 
 #[cfg(test)]
@@ -279,7 +407,7 @@ mod tests {
             .iter()
             .map(|e| {
                 let v = serde_json::to_value(e).unwrap();
-                format!("{}@{}", v["event"].as_str().unwrap(), e.dn())
+                format!("{}@{}", v["event"].as_str().unwrap(), e.dn().unwrap())
             })
             .collect()
     }
@@ -295,7 +423,7 @@ mod tests {
         assert_eq!(names(&m.apply(&Action::Answer { call: "A".into() }).unwrap()), ["EventEstablished@5001"]);
         assert_eq!(names(&m.apply(&Action::Hold { call: "A".into(), dn: "5001".into() }).unwrap()), ["EventHeld@5001"]);
         assert_eq!(names(&m.apply(&Action::Retrieve { call: "A".into(), dn: "5001".into() }).unwrap()), ["EventRetrieved@5001"]);
-        assert_eq!(names(&m.apply(&Action::Release { call: "A".into() }).unwrap()), ["EventReleased@5001"]);
+        assert_eq!(names(&m.apply(&Action::Release { call: "A".into(), dn: None }).unwrap()), ["EventReleased@5001"]);
         assert_eq!(m.active_calls(), 0);
     }
 
@@ -305,7 +433,7 @@ mod tests {
         let ev = m.apply(&call("B", "5001", "5002")).unwrap();
         assert_eq!(names(&ev), ["EventDialing@5001", "EventRinging@5002"]);
         let TEventBody::EventRinging(info) = &ev[1] else { panic!() };
-        assert_eq!((info.call_type, info.other_dn.as_deref()), (CallType::Internal, Some("5001")));
+        assert_eq!((info.call_type, info.other_dn.as_deref()), (Some(CallType::Internal), Some("5001")));
         assert_eq!(names(&m.apply(&Action::Answer { call: "B".into() }).unwrap()), ["EventEstablished@5002", "EventEstablished@5001"]);
     }
 
@@ -327,7 +455,54 @@ mod tests {
         let TEventBody::EventRinging(info) = &ev[1] else { panic!() };
         assert_eq!((info.other_dn.as_deref(), info.third_party_dn.as_deref()), (Some("+15550102"), Some("5001")));
         assert_eq!(names(&m.apply(&Action::Answer { call: "D".into() }).unwrap()), ["EventEstablished@5002"]);
-        assert_eq!(names(&m.apply(&Action::Release { call: "D".into() }).unwrap()), ["EventReleased@5002"]);
+        assert_eq!(names(&m.apply(&Action::Release { call: "D".into(), dn: None }).unwrap()), ["EventReleased@5002"]);
+    }
+
+    fn consult(call: &str, of: &str, from: &str, to: &str) -> Action {
+        Action::Consult { call: call.into(), of: of.into(), from: from.into(), to: to.into(), connid: Some(format!("c-{call}")) }
+    }
+
+    /// The two-step transfer of docs/cti-link.md ("Call flows"), event by event.
+    #[test]
+    fn two_step_transfer_follows_the_documented_flow() {
+        let mut m = CallModel::new(0);
+        m.apply(&call("X", "+15550100", "5001")).unwrap();
+        m.apply(&Action::Answer { call: "X".into() }).unwrap();
+        assert_eq!(
+            names(&m.apply(&consult("Y", "X", "5001", "5002")).unwrap()),
+            ["EventHeld@5001", "EventDialing@5001", "EventRinging@5002"]
+        );
+        assert!(m.apply(&Action::CompleteTransfer { call: "Y".into() }).is_err(), "not before the consultation is answered");
+        assert_eq!(names(&m.apply(&Action::Answer { call: "Y".into() }).unwrap()), ["EventEstablished@5002", "EventEstablished@5001"]);
+        let ev = m.apply(&Action::CompleteTransfer { call: "Y".into() }).unwrap();
+        assert_eq!(names(&ev), ["EventReleased@5001", "EventReleased@5001", "EventPartyChanged@5002"]);
+        let TEventBody::EventReleased(y) = &ev[0] else { panic!() };
+        assert_eq!((y.connid.as_str(), y.call_type), ("c-Y", Some(CallType::Consult)));
+        let TEventBody::EventReleased(x) = &ev[1] else { panic!() };
+        assert_eq!((x.connid.as_str(), x.third_party_dn.as_deref()), ("c-X", Some("5002")));
+        let TEventBody::EventPartyChanged(p) = &ev[2] else { panic!() };
+        assert_eq!(
+            (p.connid.as_str(), p.previous_connid.as_deref(), p.other_dn.as_deref(), p.third_party_dn.as_deref()),
+            ("c-X", Some("c-Y"), Some("+15550100"), Some("5001"))
+        );
+        assert_eq!(m.active_calls(), 1);
+        assert_eq!(names(&m.apply(&Action::Release { call: "X".into(), dn: None }).unwrap()), ["EventReleased@5002"]);
+    }
+
+    /// The conference of docs/cti-link.md: the originator stays, the consulted party joins.
+    #[test]
+    fn conference_follows_the_documented_flow_and_parties_leave_one_by_one() {
+        let mut m = CallModel::new(0);
+        m.apply(&call("X", "+15550100", "5001")).unwrap();
+        m.apply(&Action::Answer { call: "X".into() }).unwrap();
+        m.apply(&consult("Y", "X", "5001", "5002")).unwrap();
+        m.apply(&Action::Answer { call: "Y".into() }).unwrap();
+        let ev = m.apply(&Action::CompleteConference { call: "Y".into() }).unwrap();
+        assert_eq!(names(&ev), ["EventReleased@5001", "EventRetrieved@5001", "EventPartyChanged@5002"]);
+        let leave = Action::Release { call: "X".into(), dn: Some("5001".into()) };
+        assert_eq!(names(&m.apply(&leave).unwrap()), ["EventReleased@5001"]);
+        assert_eq!(names(&m.apply(&Action::Release { call: "X".into(), dn: None }).unwrap()), ["EventReleased@5002"]);
+        assert_eq!(m.active_calls(), 0);
     }
 
     #[test]

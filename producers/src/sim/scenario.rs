@@ -45,7 +45,7 @@ pub fn scenario_dns(steps: &[Step]) -> BTreeSet<String> {
     let mut dns = BTreeSet::new();
     for s in steps {
         match &s.action {
-            Action::Call { from, to, .. } | Action::Transfer { from, to, .. } => {
+            Action::Call { from, to, .. } | Action::Transfer { from, to, .. } | Action::Consult { from, to, .. } => {
                 dns.extend([from, to].into_iter().filter(|n| is_internal(n)).cloned());
             }
             Action::Hold { dn, .. }
@@ -57,7 +57,11 @@ pub fn scenario_dns(steps: &[Step]) -> BTreeSet<String> {
             | Action::AfterCallWork { dn } => {
                 dns.insert(dn.clone());
             }
-            Action::Answer { .. } | Action::Abandon { .. } | Action::Release { .. } => {}
+            Action::Answer { .. }
+            | Action::Abandon { .. }
+            | Action::Release { .. }
+            | Action::CompleteTransfer { .. }
+            | Action::CompleteConference { .. } => {}
         }
     }
     dns

@@ -1,6 +1,9 @@
 //! The simulator's TCP server and its two traffic modes.
 
+use std::io::Write;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use netwatch_schemas::now_ms;
@@ -9,9 +12,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
+use super::model::Action;
 use super::model::CallModel;
 use super::scenario::{scenario_dns, Step};
-use super::switch::Switch;
+use super::switch::{Switch, Wire};
 use super::traffic::{Traffic, TrafficConfig};
 use crate::cti::{to_line, Message, Request, Status, MAX_LINE};
 use crate::link::{open, LinkError};
@@ -27,6 +31,10 @@ pub enum SimMode {
     Script { steps: Vec<Step>, speed: f64 },
     /// No traffic: only registrations (tests of the link itself).
     Idle,
+    /// A steady stream of short inbound calls (ring, answer, release: one event each)
+    /// over `dns`, `rate` events per second (0: as fast as the links take them), once
+    /// every DN is registered; `count` events in all, or without end.
+    Stream { dns: Vec<String>, rate: f64, count: Option<u64> },
 }
 
 /// A simulated T-Server.
@@ -37,11 +45,42 @@ pub struct SimConfig {
     pub mode: SimMode,
     /// First generated ConnID.
     pub connid_base: u64,
+    /// Which form of each event to send.
+    pub wire: Wire,
+    /// Append a line per event written to a link to this file.
+    pub sent_log: Option<PathBuf>,
+}
+
+/// Lines of the sent log: one per event written to a link (docs/cti-link.md).
+#[derive(Clone)]
+struct SentLog(Arc<Mutex<std::fs::File>>);
+
+impl SentLog {
+    fn open(path: &std::path::Path) -> std::io::Result<SentLog> {
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(SentLog(Arc::new(Mutex::new(file))))
+    }
+
+    fn record(&self, client: &(String, u64), event: &crate::cti::TEvent) {
+        let (dn, connid) = match event.body.telephony() {
+            Some((_, c)) => (Some(c.dn.as_str()), Some(c.connid.as_str())),
+            None => (event.body.dn(), None),
+        };
+        let line = serde_json::json!({
+            "client": client.0, "conn": client.1, "seq": event.seq, "time_ms": event.time_ms,
+            "event": crate::cti::event_name(&event.body), "dn": dn, "connid": connid,
+        });
+        let mut file = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = writeln!(file, "{line}") {
+            warn!(error = %e, "Cannot write the sent log.");
+        }
+    }
 }
 
 /// Serve on `listener` until `shutdown` turns true.
 pub async fn run(config: SimConfig, listener: TcpListener, mut shutdown: watch::Receiver<bool>) -> std::io::Result<()> {
-    let switch = Switch::default();
+    let switch = Switch::new(config.wire);
+    let sent_log = config.sent_log.as_deref().map(SentLog::open).transpose()?;
     info!(name = %config.name, addr = %listener.local_addr()?, "Simulated T-Server listening.");
     let traffic = tokio::spawn(make_traffic(config.clone(), switch.clone(), shutdown.clone()));
     loop {
@@ -49,7 +88,7 @@ pub async fn run(config: SimConfig, listener: TcpListener, mut shutdown: watch::
             _ = shutdown.changed() => break,
             accepted = listener.accept() => {
                 let (stream, peer) = accepted?;
-                tokio::spawn(serve_client(stream, peer, config.name.clone(), switch.clone(), shutdown.clone()));
+                tokio::spawn(serve_client(stream, peer, config.name.clone(), switch.clone(), sent_log.clone(), shutdown.clone()));
             }
         }
     }
@@ -79,20 +118,40 @@ async fn make_traffic(config: SimConfig, switch: Switch, mut shutdown: watch::Re
                 }
             }
         }
+        SimMode::Stream { dns, rate, count } => {
+            let wanted = dns.iter().cloned().collect();
+            info!(dns = dns.len(), rate, "Stream waits until its DNs are registered.");
+            if !registered(&switch, &wanted, &mut shutdown).await {
+                return;
+            }
+            info!("Stream starts.");
+            let start = tokio::time::Instant::now();
+            let mut i: u64 = 0;
+            while count.is_none_or(|c| i < c) {
+                if rate > 0.0 {
+                    tokio::select! {
+                        _ = shutdown.changed() => return,
+                        _ = tokio::time::sleep_until(start + Duration::from_secs_f64(i as f64 / rate)) => {}
+                    }
+                } else if i % 256 == 0 {
+                    tokio::task::yield_now().await;
+                }
+                let action = stream_step(&dns, i);
+                match model.apply(&action) {
+                    Ok(events) => events.iter().for_each(|e| switch.deliver(now_ms(), e)),
+                    Err(e) => warn!(error = %e, "Stream action refused by the call model."),
+                }
+                i += 1;
+            }
+            info!(events = i, "Stream finished.");
+        }
         SimMode::Script { steps, speed } => {
             let dns = scenario_dns(&steps);
             let total = steps.len() as u64;
             switch.set_progress(0, total);
             info!(dns = dns.len(), steps = total, "Scenario waits until its DNs are registered.");
-            loop {
-                let changed = switch.registrations_changed.notified();
-                if switch.all_registered(&dns) {
-                    break;
-                }
-                tokio::select! {
-                    _ = shutdown.changed() => return,
-                    _ = changed => {}
-                }
+            if !registered(&switch, &dns, &mut shutdown).await {
+                return;
             }
             info!("Scenario starts.");
             let start = tokio::time::Instant::now();
@@ -114,14 +173,75 @@ async fn make_traffic(config: SimConfig, switch: Switch, mut shutdown: watch::Re
     }
 }
 
-async fn serve_client(stream: TcpStream, peer: SocketAddr, server: String, switch: Switch, mut shutdown: watch::Receiver<bool>) {
+/// Wait until every DN of `dns` is registered; false if shut down first.
+async fn registered(switch: &Switch, dns: &std::collections::BTreeSet<String>, shutdown: &mut watch::Receiver<bool>) -> bool {
+    loop {
+        let changed = switch.registrations_changed.notified();
+        if switch.all_registered(dns) {
+            return true;
+        }
+        tokio::select! {
+            _ = shutdown.changed() => return false,
+            _ = changed => {}
+        }
+    }
+}
+
+/// Step `i` of the stream: call k = i / 3 rings, is answered, is released, at DN k mod n.
+fn stream_step(dns: &[String], i: u64) -> Action {
+    let k = i / 3;
+    let call = format!("s{k}");
+    match i % 3 {
+        0 => Action::Call {
+            call,
+            from: format!("+1555{:07}", k % 10_000_000),
+            to: dns[(k % dns.len() as u64) as usize].clone(),
+            connid: None,
+        },
+        1 => Action::Answer { call },
+        _ => Action::Release { call, dn: None },
+    }
+}
+
+async fn serve_client(
+    stream: TcpStream,
+    peer: SocketAddr,
+    server: String,
+    switch: Switch,
+    sent_log: Option<SentLog>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let _ = stream.set_nodelay(true);
     let (r, mut w) = stream.into_split();
     let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
+    // Who the client is, once it opened: for the sent log.
+    let who: Arc<Mutex<Option<(String, u64)>>> = Arc::default();
+    let writer_who = who.clone();
     let writer = tokio::spawn(async move {
-        while let Some(m) = rx.recv().await {
-            if w.write_all(to_line(&m).as_bytes()).await.is_err() {
+        // Write what is queued in one go (up to 64 KiB); an event counts as sent once the
+        // write that carried it succeeded.
+        let mut buf = Vec::with_capacity(64 * 1024);
+        let mut events = Vec::new();
+        while let Some(first) = rx.recv().await {
+            buf.clear();
+            events.clear();
+            let mut next = Some(first);
+            while let Some(m) = next.take() {
+                buf.extend_from_slice(to_line(&m).as_bytes());
+                if let (Some(_), Message::Event(e)) = (&sent_log, m) {
+                    events.push(e);
+                }
+                if buf.len() < 64 * 1024 {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if w.write_all(&buf).await.is_err() {
                 break;
+            }
+            if let Some(log) = &sent_log {
+                if let Some(client) = writer_who.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                    events.iter().for_each(|e| log.record(client, e));
+                }
             }
         }
     });
@@ -155,26 +275,32 @@ async fn serve_client(stream: TcpStream, peer: SocketAddr, server: String, switc
         let request = match serde_json::from_str::<Request>(line.trim_end()) {
             Ok(r) => r,
             Err(e) => {
-                let _ = tx.send(Message::EventError { ref_id: None, code: 400, text: format!("malformed request: {e}") });
+                let _ = tx.send(Message::EventError { ref_id: None, code: 400, text: Some(format!("malformed request: {e}")) });
                 continue;
             }
         };
         debug!(%peer, ?request, "Request.");
         let answer = match (request, client) {
             (Request::RequestOpen { ref_id, client_name }, None) => {
-                client = Some(switch.connect(client_name, tx.clone()));
-                Message::EventServerInfo { ref_id, server: server.clone(), time_ms: now_ms() }
+                let (id, conn) = switch.connect(client_name.clone(), tx.clone());
+                client = Some(id);
+                *who.lock().unwrap_or_else(|p| p.into_inner()) = Some((client_name, conn));
+                Message::EventServerInfo { ref_id, server: Some(server.clone()), time_ms: Some(now_ms()) }
+            }
+            (Request::RequestSwitchLink { ref_id, connected }, _) => {
+                switch.set_switch_link(connected, now_ms());
+                Message::EventStatus { ref_id, status: switch.status() }
             }
             (Request::RequestStatus { ref_id }, _) => Message::EventStatus { ref_id, status: switch.status() },
             (Request::RequestDropLinks { ref_id }, _) => {
                 Message::EventLinksDropped { ref_id, dropped: switch.drop_links(client.unwrap_or(0)) }
             }
             (Request::RequestOpen { ref_id, .. }, Some(_)) => {
-                Message::EventError { ref_id: Some(ref_id), code: 409, text: "link is already open".into() }
+                Message::EventError { ref_id: Some(ref_id), code: 409, text: Some("link is already open".into()) }
             }
             (Request::RequestRegisterAddress { ref_id, dn }, Some(id)) => {
                 switch.register(id, &dn);
-                if tx.send(Message::EventRegistered { ref_id, dn: dn.clone(), time_ms: now_ms() }).is_err() {
+                if tx.send(Message::EventRegistered { ref_id, dn: dn.clone(), time_ms: Some(now_ms()) }).is_err() {
                     break;
                 }
                 switch.replay_agent_state(id, &dn);
@@ -182,10 +308,10 @@ async fn serve_client(stream: TcpStream, peer: SocketAddr, server: String, switc
             }
             (Request::RequestUnregisterAddress { ref_id, dn }, Some(id)) => {
                 switch.unregister(id, &dn);
-                Message::EventUnregistered { ref_id, dn, time_ms: now_ms() }
+                Message::EventUnregistered { ref_id, dn, time_ms: Some(now_ms()) }
             }
             (Request::RequestRegisterAddress { ref_id, .. } | Request::RequestUnregisterAddress { ref_id, .. }, None) => {
-                Message::EventError { ref_id: Some(ref_id), code: 401, text: "send RequestOpen first".into() }
+                Message::EventError { ref_id: Some(ref_id), code: 401, text: Some("send RequestOpen first".into()) }
             }
         };
         if tx.send(answer).is_err() {
@@ -207,6 +333,20 @@ pub async fn drop_links(endpoint: &str) -> Result<u64, LinkError> {
         |ref_id| Request::RequestDropLinks { ref_id },
         |m| match m {
             Message::EventLinksDropped { ref_id, dropped } => Some((ref_id, dropped)),
+            _ => None,
+        },
+    )
+    .await
+}
+
+/// Take a simulator's switch link down or up; its status afterwards.
+pub async fn switch_link(endpoint: &str, connected: bool) -> Result<Status, LinkError> {
+    ask(
+        endpoint,
+        "switch-link",
+        |ref_id| Request::RequestSwitchLink { ref_id, connected },
+        |m| match m {
+            Message::EventStatus { ref_id, status } => Some((ref_id, status)),
             _ => None,
         },
     )
@@ -237,9 +377,9 @@ async fn ask<T>(
     let (mut w, mut r, _) = open(endpoint, client, Duration::from_secs(5)).await?;
     let want = w.send(request).await?;
     loop {
-        let message =
-            tokio::time::timeout(Duration::from_secs(5), r.next()).await.map_err(|_| LinkError::ConnectTimeout(endpoint.into()))??;
-        if let Some((ref_id, answer)) = pick(message) {
+        let line =
+            tokio::time::timeout(Duration::from_secs(5), r.next_line()).await.map_err(|_| LinkError::ConnectTimeout(endpoint.into()))??;
+        if let Some((ref_id, answer)) = crate::cti::parse_message(line).ok().and_then(&pick) {
             if ref_id == want {
                 return Ok(answer);
             }

@@ -163,7 +163,7 @@ impl Traffic {
             }
             Plan::Release { call } => {
                 let Some(live) = self.calls.remove(&call) else { return Vec::new() };
-                let mut actions = vec![Action::Release { call }];
+                let mut actions = vec![Action::Release { call, dn: None }];
                 for dn in live.dns {
                     let acw = self.between(3_000, 10_000);
                     self.at(now + acw, Plan::AcwEnd { dn: dn.clone() });
