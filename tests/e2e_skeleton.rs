@@ -6,7 +6,7 @@ mod harness;
 
 use std::time::Duration;
 
-use harness::{dump_logs, free_port, http_get, wait_for, World};
+use harness::{free_port, http_get, wait_for, LogsOnPanic, World};
 use serde_json::Value;
 
 /// T-Server 1 scenario (offsets in ms from its start; the simulator stamps events with
@@ -37,7 +37,8 @@ const SCENARIO_1: &str = r#"
 {"at_ms": 66000, "op": "release", "call": "out1"}
 "#;
 
-/// T-Server 2 scenario: an internal call, an agent not ready, a call left ringing.
+/// T-Server 2 scenario: an internal call, an agent not ready, a call left ringing, then a
+/// two-step transfer and a conference as docs/cti-link.md ("Call flows") reports them.
 const SCENARIO_2: &str = r#"
 {"at_ms": 0,     "op": "login",     "dn": "6003", "agent": "agent-b"}
 {"at_ms": 1000,  "op": "call",      "call": "int1", "from": "6001", "to": "6002", "connid": "ts2-int1"}
@@ -45,6 +46,21 @@ const SCENARIO_2: &str = r#"
 {"at_ms": 4000,  "op": "not_ready", "dn": "6003", "reason": "training"}
 {"at_ms": 13000, "op": "release",   "call": "int1"}
 {"at_ms": 14000, "op": "call",      "call": "ring1", "from": "+15550009", "to": "6004", "connid": "ts2-ring1"}
+# tt1: 6005 answers, consults 6001 (tt1c), 6001 answers, the transfer completes; 6001 talks to 40 s
+{"at_ms": 16000, "op": "call",      "call": "tt1", "from": "+15550010", "to": "6005", "connid": "ts2-tt1"}
+{"at_ms": 17000, "op": "answer",    "call": "tt1"}
+# cf1: 6002 answers, consults 6003 (cf1c), 6003 answers, the conference completes; 6002 leaves at 30 s
+{"at_ms": 18000, "op": "call",      "call": "cf1", "from": "+15550011", "to": "6002", "connid": "ts2-cf1"}
+{"at_ms": 19000, "op": "answer",    "call": "cf1"}
+{"at_ms": 20000, "op": "consult",   "call": "tt1c", "of": "tt1", "from": "6005", "to": "6001", "connid": "ts2-tt1c"}
+{"at_ms": 21000, "op": "consult",   "call": "cf1c", "of": "cf1", "from": "6002", "to": "6003", "connid": "ts2-cf1c"}
+{"at_ms": 22000, "op": "answer",    "call": "tt1c"}
+{"at_ms": 23000, "op": "answer",    "call": "cf1c"}
+{"at_ms": 25000, "op": "complete_transfer",   "call": "tt1c"}
+{"at_ms": 26000, "op": "complete_conference", "call": "cf1c"}
+{"at_ms": 30000, "op": "release",   "call": "cf1", "dn": "6002"}
+{"at_ms": 40000, "op": "release",   "call": "tt1"}
+{"at_ms": 44000, "op": "release",   "call": "cf1"}
 "#;
 
 fn calls_of(w: &World, tserver: &str, dn: &str) -> Result<Vec<Value>, String> {
@@ -102,7 +118,7 @@ fn whole_pipeline_end_to_end() {
         w.spawn("serve", &["serve", "--listen", &http_addr]),
     ];
     let logs: Vec<_> = procs.iter().map(|p| p.log.clone()).collect();
-    let guard = scopeguard(logs);
+    let guard = LogsOnPanic(logs);
 
     // The monitor registers every configured DN at its simulator.
     wait_for("all DNs registered", Duration::from_secs(60), || {
@@ -125,6 +141,14 @@ fn whole_pipeline_end_to_end() {
         match rows.first() {
             Some(r) if r["outcome"] != "in_progress" => Ok(r.clone()),
             _ => Err(format!("{rows:?}")),
+        }
+    });
+    wait_for("the conference to end", Duration::from_secs(120), || {
+        let c = w.json(&["query", "call", "2", "ts2-cf1"])?;
+        if c["outcome"] != "in_progress" {
+            Ok(())
+        } else {
+            Err(c.to_string())
         }
     });
     wait_for("T-Server 2's ringing call", Duration::from_secs(60), || {
@@ -179,6 +203,45 @@ fn whole_pipeline_end_to_end() {
         0,
         12000,
     );
+
+    // Two-step transfer: no call left in progress, the target leg answered (not offered),
+    // the consultation merged. Conference: flagged, answered, not transferred.
+    let legs = |c: &Value| -> Vec<(String, String, bool, bool)> {
+        c["legs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                (l["dn"].as_str().unwrap().into(), l["outcome"].as_str().unwrap().into(), l["offered"] == true, !l["answered_ms"].is_null())
+            })
+            .collect()
+    };
+    let call2 = |connid: &str| w.json(&["query", "call", "2", connid]).unwrap();
+    let (tt1, tt1c) = (call2("ts2-tt1"), call2("ts2-tt1c"));
+    // tt1: rang 16 → 17 s; 6005 held it 20 → 25 s while consulting; 6001 talked 25 → 40 s.
+    expect(&tt1, epoch2, "Inbound", &["6005", "+15550010", "6001"], "transferred", 16000, 1000, 18000, 5000, 24000);
+    let leg = |dn: &str, outcome: &str, offered: bool| (dn.to_string(), outcome.to_string(), offered, true);
+    assert_eq!(legs(&tt1), [leg("6005", "transferred", true), leg("6001", "answered", false)], "{tt1}");
+    // tt1c: dialled at 20 s, answered at 22 s, merged into tt1 at 25 s.
+    expect(&tt1c, epoch2, "Consult", &["6005", "6001"], "answered", 20000, 2000, 3000, 0, 5000);
+    assert_eq!((tt1c["merged_into"].as_str(), tt1["previous_connid"].as_str()), (Some("ts2-tt1"), Some("ts2-tt1c")));
+    let (cf1, cf1c) = (call2("ts2-cf1"), call2("ts2-cf1c"));
+    // cf1: rang 18 → 19 s, held 21 → 26 s while 6002 consulted, conference from 26 s,
+    // 6002 left at 30 s, 6003 released at 44 s.
+    expect(&cf1, epoch2, "Inbound", &["6002", "+15550011", "6003"], "answered", 18000, 1000, 20000, 5000, 26000);
+    assert_eq!(legs(&cf1), [leg("6002", "answered", true), leg("6003", "answered", false)], "{cf1}");
+    assert_eq!((cf1["conference"].as_bool(), cf1["transferred"].as_bool()), (Some(true), Some(false)), "{cf1}");
+    assert_eq!(cf1c["merged_into"].as_str(), Some("ts2-cf1"), "{cf1c}");
+    assert_ne!(cf1c["outcome"], "in_progress");
+    // Nothing was abandoned on T-Server 2, and only ring1 is still in progress.
+    let stats = w.json(&["query", "stats", "2", "--since", "1h"]).unwrap();
+    let abandoned: i64 = stats.as_array().unwrap().iter().map(|i| int(i, "abandoned")).sum();
+    assert_eq!(abandoned, 0, "{stats}");
+    for dn in ["6001", "6002", "6003", "6005"] {
+        for c in calls_of(&w, "2", dn).unwrap() {
+            assert_ne!(c["outcome"], "in_progress", "{dn}: {c}");
+        }
+    }
 
     // Per-DN history: the transfer split between its two DNs.
     let leg = |dn: &str| calls_of(&w, "1", dn).unwrap();
@@ -283,21 +346,6 @@ fn produce_raw(w: &World, topic: &str, key: &str, bytes: &[u8]) {
     let p: BaseProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", &w.brokers).create().unwrap();
     p.send(BaseRecord::to(&format!("{}{topic}", w.prefix)).key(key).partition(1).payload(bytes)).map_err(|(e, _)| e).unwrap();
     p.flush(Duration::from_secs(10)).unwrap();
-}
-
-/// Prints the processes' logs if the test panics.
-struct LogsOnPanic(Vec<std::path::PathBuf>);
-
-fn scopeguard(logs: Vec<std::path::PathBuf>) -> LogsOnPanic {
-    LogsOnPanic(logs)
-}
-
-impl Drop for LogsOnPanic {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            dump_logs(&self.0.iter().map(|p| p.as_path()).collect::<Vec<_>>());
-        }
-    }
 }
 
 #[test]

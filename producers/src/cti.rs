@@ -206,10 +206,10 @@ pub enum Unusable {
     NoType,
     #[error("unknown message type {0:?}")]
     UnknownType(String),
-    #[error("unknown event {0:?}")]
-    UnknownEvent(String),
+    #[error("unknown event {name:?}")]
+    UnknownEvent { name: String, seq: Option<u64> },
     #[error("{name}: {reason}")]
-    BadAttributes { name: String, reason: String },
+    BadAttributes { name: String, reason: String, seq: Option<u64> },
 }
 
 impl Unusable {
@@ -219,8 +219,17 @@ impl Unusable {
             Unusable::NotUtf8 | Unusable::NotJson(_) => "not_json",
             Unusable::NoType => "no_type",
             Unusable::UnknownType(_) => "unknown_type",
-            Unusable::UnknownEvent(_) => "unknown_event",
+            Unusable::UnknownEvent { .. } => "unknown_event",
             Unusable::BadAttributes { .. } => "bad_attributes",
+        }
+    }
+
+    /// The `seq` of an unusable event, if it had a usable one: the event still took its
+    /// place in the link's sequence.
+    pub fn seq(&self) -> Option<u64> {
+        match self {
+            Unusable::UnknownEvent { seq, .. } | Unusable::BadAttributes { seq, .. } => *seq,
+            _ => None,
         }
     }
 }
@@ -230,7 +239,7 @@ pub fn parse_message(line: &[u8]) -> Result<Message, Unusable> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     match serde_json::from_slice::<Message>(line) {
         Ok(Message::Event(e)) if e.seq == 0 => {
-            Err(Unusable::BadAttributes { name: event_name(&e.body).into(), reason: "`seq` must be at least 1".into() })
+            Err(Unusable::BadAttributes { name: event_name(&e.body).into(), reason: "`seq` must be at least 1".into(), seq: None })
         }
         Ok(m) => Ok(m),
         Err(e) => Err(classify(line, e)),
@@ -253,14 +262,15 @@ fn classify(line: &[u8], error: serde_json::Error) -> Unusable {
         return Unusable::UnknownType(kind.to_string());
     }
     let mut name = kind.to_string();
+    let seq = object.get("seq").and_then(|s| s.as_u64()).filter(|s| *s >= 1);
     if kind == "Event" {
         match object.get("event").and_then(|e| e.as_str()) {
-            Some(event) if !EVENT_NAMES.contains(&event) => return Unusable::UnknownEvent(event.to_string()),
+            Some(event) if !EVENT_NAMES.contains(&event) => return Unusable::UnknownEvent { name: event.to_string(), seq },
             Some(event) => name = event.to_string(),
-            None => return Unusable::BadAttributes { name, reason: "missing string attribute `event`".into() },
+            None => return Unusable::BadAttributes { name, reason: "missing string attribute `event`".into(), seq },
         }
     }
-    Unusable::BadAttributes { name, reason: error.to_string() }
+    Unusable::BadAttributes { name, reason: error.to_string(), seq }
 }
 
 /// The T-Library name of an event.

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod cti_doc;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -220,4 +222,15 @@ pub fn registrations(w: &World, endpoint: &str) -> Result<std::collections::BTre
 /// Overlaps a simulator has counted (a DN registered by two clients at once).
 pub fn overlaps(w: &World, endpoint: &str) -> u64 {
     w.json(&["sim", "status", endpoint]).unwrap()["overlaps"].as_u64().unwrap()
+}
+
+/// Prints the processes' logs if the test panics: keep it alive for the test's length.
+pub struct LogsOnPanic(pub Vec<PathBuf>);
+
+impl Drop for LogsOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            dump_logs(&self.0.iter().map(|p| p.as_path()).collect::<Vec<_>>());
+        }
+    }
 }

@@ -317,10 +317,11 @@ impl Runner {
                 warn!(tserver = t, %endpoint, count, expected, got, "The T-Server's event sequence numbers jumped: it skipped or repeated events.")
             }
             Note::Refused { count, code, text } => warn!(tserver = t, %endpoint, count, code, %text, "The T-Server refused requests."),
-            Note::SwitchLink { up: false } => {
-                warn!(tserver = t, %endpoint, "The T-Server lost its switch link; its DNs are unknown until it is back.")
+            Note::SwitchLink { up: false, reason } => {
+                let reason = reason.as_deref().unwrap_or("none given");
+                warn!(tserver = t, %endpoint, reason, "The T-Server lost its switch link; its DNs are unknown until it is back.")
             }
-            Note::SwitchLink { up: true } => {
+            Note::SwitchLink { up: true, .. } => {
                 info!(tserver = t, %endpoint, "The T-Server's switch link is back; registering every DN again.")
             }
         }

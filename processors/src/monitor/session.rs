@@ -60,8 +60,8 @@ pub enum Note {
     SeqJumps { count: u64, expected: u64, got: u64 },
     /// The T-Server refused requests since the last note; the latest refusal.
     Refused { count: u64, code: i64, text: String },
-    /// The T-Server reported its switch link down or up.
-    SwitchLink { up: bool },
+    /// The T-Server reported its switch link down (with the reason) or up.
+    SwitchLink { up: bool, reason: Option<String> },
 }
 
 /// Counts a kind of note and says when to log it: the first at once, then a summary at
@@ -307,8 +307,12 @@ impl Session {
         }
     }
 
-    /// A line that is not a usable message.
+    /// A line that is not a usable message. An unusable event still took its place in
+    /// the link's sequence: the next event is expected after it.
     pub fn on_unusable(&mut self, why: &Unusable, now: Instant) -> Vec<Action> {
+        if let Some(seq) = why.seq() {
+            self.next_seq = Some(seq + 1);
+        }
         self.last_unusable = why.to_string();
         let mut out = Vec::new();
         if self.unusable.count(now) {
@@ -349,14 +353,14 @@ impl Session {
                 let seq = Some(event.seq as i64);
                 match event.body.capture() {
                     Capture::Dn(body) => out.push(emit(event.time_ms, seq, body)),
-                    Capture::SwitchDown(reason) => {
-                        let reason = format!("switch: {}", reason.as_deref().unwrap_or("link lost"));
+                    Capture::SwitchDown(given) => {
+                        let reason = format!("switch: {}", given.as_deref().unwrap_or("link lost"));
                         self.registered.clear();
-                        out.push(Action::Note(Note::SwitchLink { up: false }));
+                        out.push(Action::Note(Note::SwitchLink { up: false, reason: given }));
                         out.push(emit(event.time_ms, seq, CallBody::LinkDisconnected(LinkDisconnected { reason, events_lost: None })));
                     }
                     Capture::SwitchUp => {
-                        out.push(Action::Note(Note::SwitchLink { up: true }));
+                        out.push(Action::Note(Note::SwitchLink { up: true, reason: None }));
                         out.push(emit(event.time_ms, seq, CallBody::LinkConnected(LinkConnected { endpoint: "switch".into() })));
                         // Re-register every DN: the answers make each known again.
                         if matches!(self.state, State::Open { .. }) {
@@ -380,7 +384,7 @@ impl Session {
 }
 
 fn not_for_a_monitor(what: &str) -> Unusable {
-    Unusable::BadAttributes { name: what.to_string(), reason: "an answer to a request the monitor never sends".into() }
+    Unusable::BadAttributes { name: what.to_string(), reason: "an answer to a request the monitor never sends".into(), seq: None }
 }
 
 fn emit(server_time_ms: i64, link_seq: Option<i64>, body: CallBody) -> Action {

@@ -142,6 +142,16 @@ async fn unusable_lines_are_counted_the_first_logged_at_once_the_rest_summed_up(
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_unknown_event_keeps_its_place_in_the_sequence() {
+    let mut s = open_with(&["5001"]);
+    s.on_message(event(1, ringing("5001", "c1")), 0, Instant::now());
+    let unknown = parse_message(br#"{"type":"Event","seq":2,"time_ms":1,"event":"EventDNOutOfService","dn":"5001"}"#).unwrap_err();
+    s.on_unusable(&unknown, Instant::now());
+    let out = s.on_message(event(3, ringing("5001", "c2")), 0, Instant::now());
+    assert!(!out.iter().any(|a| matches!(a, Action::Note(Note::SeqJumps { .. }))), "no jump: seq 2 was the unknown event");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_switch_link_flap_marks_the_gap_and_registers_every_dn_again() {
     let mut s = open_with(&["5001", "5002"]);
     let down = s.on_message(event(1, TEventBody::EventLinkDisconnected(SwitchLinkInfo { reason: Some("pbx".into()) })), 0, Instant::now());
