@@ -56,6 +56,11 @@ impl Proc {
         let _ = self.child.wait();
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Is it still running?
     pub fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -75,6 +80,25 @@ pub struct World {
     pub prefix: String,
     pub store: String,
     broker: Option<Proc>,
+    broker_port: u16,
+}
+
+/// A tansu broker on `port` with its data in `dir`.
+fn spawn_broker(dir: &Path, port: u16) -> Proc {
+    let url = format!("tcp://127.0.0.1:{port}");
+    let log = dir.join("broker.log");
+    let append = |name: &str| std::fs::OpenOptions::new().create(true).append(true).open(dir.join(name)).unwrap();
+    // tansu 0.6.0 joins even an absolute sqlite path onto its working directory
+    // (docs/broker-notes.md): run it in the data folder with a relative path.
+    let child = Command::new(tansu_binary())
+        .current_dir(dir)
+        .args(["broker", "--storage-engine", "sqlite://tansu.db"])
+        .args(["--listener-url", &url, "--advertised-listener-url", &url])
+        .stdout(Stdio::from(append("broker.log")))
+        .stderr(Stdio::from(append("broker.err")))
+        .spawn()
+        .expect("start tansu");
+    Proc { name: "broker".into(), child, log }
 }
 
 impl World {
@@ -87,31 +111,51 @@ impl World {
             eprintln!("work folder kept: {}", dir.path().display());
         }
         let port = free_port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let log = dir.path().join("broker.log");
-        // tansu 0.6.0 joins even an absolute sqlite path onto its working directory
-        // (docs/broker-notes.md): run it in the data folder with a relative path.
-        let child = Command::new(tansu_binary())
-            .current_dir(dir.path())
-            .args(["broker", "--storage-engine", "sqlite://tansu.db"])
-            .args(["--listener-url", &url, "--advertised-listener-url", &url])
-            .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
-            .stderr(Stdio::from(std::fs::File::create(dir.path().join("broker.err")).unwrap()))
-            .spawn()
-            .expect("start tansu");
+        let broker = spawn_broker(dir.path(), port);
         let id: u32 = rand_suffix();
         let world = World {
             brokers: format!("127.0.0.1:{port}"),
             prefix: format!("test-{id:08x}."),
             store: format!("sqlite://{}/netwatch.db", dir.path().display()),
-            broker: Some(Proc { name: "broker".into(), child, log }),
+            broker: Some(broker),
+            broker_port: port,
             dir,
         };
-        let out = world.run(&["topics", "wait", "--timeout", "30s"]);
-        assert!(out.status.success(), "broker did not become ready: {}", String::from_utf8_lossy(&out.stderr));
+        world.wait_for_broker();
         let out = world.run(&["topics", "create"]);
         assert!(out.status.success(), "topics create failed: {}", String::from_utf8_lossy(&out.stderr));
         world
+    }
+
+    fn wait_for_broker(&self) {
+        let out = self.run(&["topics", "wait", "--timeout", "30s"]);
+        assert!(out.status.success(), "broker did not become ready: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Kill the broker with SIGKILL.
+    pub fn kill_broker(&mut self) {
+        if let Some(b) = self.broker.as_mut() {
+            b.kill();
+        }
+    }
+
+    /// Start the broker again on the same port and data, and wait until it answers.
+    pub fn restart_broker(&mut self) {
+        self.kill_broker();
+        self.broker = Some(spawn_broker(self.dir.path(), self.broker_port));
+        self.wait_for_broker();
+    }
+
+    /// Send a signal (`STOP`, `CONT`, ...) to the broker.
+    pub fn signal_broker(&self, signal: &str) {
+        let pid = self.broker.as_ref().expect("a broker").pid();
+        let status = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().unwrap();
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+
+    /// The broker's log (stdout and stderr), for its panics.
+    pub fn broker_log(&self) -> String {
+        ["broker.log", "broker.err"].iter().map(|f| std::fs::read_to_string(self.path(f)).unwrap_or_default()).collect()
     }
 
     /// Path inside the work folder.

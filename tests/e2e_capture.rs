@@ -1,0 +1,200 @@
+//! The capture path through broker faults, with real processes: a simulated T-Server
+//! sends a steady stream of events and logs every event it wrote to a link; the broker is
+//! killed with SIGKILL for 45 s and restarted, later paused with SIGSTOP for 40 s. Every
+//! event the T-Server sent while a link was up must be in `calls` exactly once, in the
+//! order sent, and the broker must still answer. A second test flaps the simulator's
+//! switch link on a live link: every DN must leave `unknown` within 10 s.
+
+mod harness;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use harness::{free_port, wait_for, LogsOnPanic, World};
+use serde_json::Value;
+
+/// Events per second of the stream.
+const RATE: u64 = 50;
+
+/// One line of the simulator's sent log.
+#[derive(Debug, serde::Deserialize)]
+struct Sent {
+    client: String,
+    conn: u64,
+    seq: u64,
+    time_ms: i64,
+}
+
+fn sent_log(w: &World) -> Vec<Sent> {
+    std::fs::read_to_string(w.path("sent.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect()
+}
+
+fn calls(w: &World) -> Vec<Value> {
+    w.records("calls").into_iter().map(|r| r["value"].clone()).collect()
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+/// Wait until the simulator has sent `n` more events than now.
+fn wait_for_more_sent(w: &World, n: usize, within: Duration) {
+    let before = sent_log(w).len();
+    wait_for(&format!("{n} more events sent"), within, || {
+        let now = sent_log(w).len();
+        if now >= before + n {
+            Ok(())
+        } else {
+            Err(format!("{} sent since", now - before))
+        }
+    });
+}
+
+/// Configure T-Server 1 on `port` with DNs 5001..=5010 and start the stream simulator.
+fn site(w: &World, port: u16) -> harness::Proc {
+    let mut import = format!("{{\"op\":\"create_tserver\",\"id\":1,\"name\":\"TS1\",\"host\":\"127.0.0.1\",\"port\":{port}}}\n");
+    for i in 1..=10 {
+        import.push_str(&format!("{{\"op\":\"create_dn\",\"tserver\":1,\"dbid\":{},\"number\":\"{}\"}}\n", 100 + i, 5000 + i));
+    }
+    w.ok(&["config", "import", w.file("site.jsonl", &import).to_str().unwrap()]);
+    let sent = w.path("sent.jsonl");
+    w.spawn(
+        "sim",
+        &[
+            "sim",
+            "tserver",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--dns",
+            "5001-5010",
+            "--stream",
+            &RATE.to_string(),
+            "--sent-log",
+            sent.to_str().unwrap(),
+        ],
+    )
+}
+
+#[test]
+fn every_event_sent_while_a_link_was_up_is_in_calls_exactly_once_through_a_broker_kill_and_pause() {
+    let mut w = World::start();
+    let port = free_port();
+    let sim = site(&w, port);
+    let mut monitor = w.spawn("monitor", &["monitor", "--id", "m1", "--heartbeat", "1s"]);
+    let dispatcher = w.spawn("dispatcher", &["dispatcher", "--id", "d1"]);
+    let _logs = LogsOnPanic(vec![sim.log.clone(), monitor.log.clone(), dispatcher.log.clone(), w.path("broker.err")]);
+    wait_for_more_sent(&w, 5 * RATE as usize, Duration::from_secs(60));
+
+    // The broker is killed for 45 s (the outage is the scenario, not a wait), then
+    // restarted on the same data.
+    w.kill_broker();
+    let killed = (now_ms(), Instant::now());
+    std::thread::sleep(Duration::from_secs(45));
+    let killed = (killed.0, now_ms(), killed.1.elapsed());
+    w.restart_broker();
+    eprintln!("broker down for {:?}", killed.2);
+    // Events flow again: a link session after the restart has events in `calls`.
+    wait_for("events of a link session after the restart in calls", Duration::from_secs(90), || {
+        let late = calls(&w).iter().filter(|v| v["link_seq"].is_i64() && v["server_time_ms"].as_i64() > Some(killed.1)).count();
+        if late >= RATE as usize {
+            Ok(())
+        } else {
+            Err(format!("{late} events after the restart"))
+        }
+    });
+
+    // Then paused for 40 s.
+    w.signal_broker("STOP");
+    let paused = now_ms();
+    std::thread::sleep(Duration::from_secs(40));
+    w.signal_broker("CONT");
+    let resumed = now_ms();
+    let out = w.run(&["topics", "wait", "--timeout", "30s"]);
+    assert!(out.status.success(), "the broker answers after the pause: {}", String::from_utf8_lossy(&out.stderr));
+
+    // The monitor stops: it unregisters every DN it has, so nothing more is sent to it,
+    // and delivers what it read.
+    let stopped = std::process::Command::new("kill").arg(monitor.pid().to_string()).status().unwrap();
+    assert!(stopped.success());
+    wait_for("the monitor to stop", Duration::from_secs(30), || if monitor.running() { Err("running".into()) } else { Ok(()) });
+
+    // Every event sent to a link is in `calls` once, in the order sent, per link session.
+    let sent = sent_log(&w);
+    let records = calls(&w);
+    let mut sessions: Vec<(String, Vec<i64>)> = Vec::new();
+    for v in records.iter().filter(|v| v["tserver"] == 1) {
+        let session = v["session"].as_str().unwrap().to_string();
+        if sessions.last().map(|(s, _)| s != &session).unwrap_or(true) {
+            assert!(!sessions.iter().any(|(s, _)| s == &session), "session {session} is interleaved with another");
+            sessions.push((session.clone(), Vec::new()));
+        }
+        if let Some(seq) = v["link_seq"].as_i64() {
+            sessions.last_mut().unwrap().1.push(seq);
+        }
+    }
+    let mut conns: BTreeMap<u64, Vec<i64>> = BTreeMap::new();
+    for s in &sent {
+        assert_eq!(s.client, "m1");
+        conns.entry(s.conn).or_default().push(s.seq as i64);
+    }
+    let sessions: Vec<Vec<i64>> = sessions.into_iter().map(|(_, seqs)| seqs).filter(|seqs| !seqs.is_empty()).collect();
+    let conns: Vec<Vec<i64>> = conns.into_values().collect();
+    assert_eq!(sessions.len(), conns.len(), "one link session in calls per connection the simulator served");
+    for (i, (got, want)) in sessions.iter().zip(&conns).enumerate() {
+        assert_eq!(got.len(), want.len(), "link {}: {} events in calls, {} sent", i + 1, got.len(), want.len());
+        assert_eq!(got, want, "link {}: the events in calls are exactly those sent, in order", i + 1);
+    }
+    let total: usize = conns.iter().map(Vec::len).sum();
+    // The capture went on while the broker was away: events sent during each outage are
+    // in `calls` (read, queued, appended once the broker was back).
+    let during = |from: i64, to: i64| sent.iter().filter(|s| s.time_ms >= from && s.time_ms < to).count();
+    let (in_kill, in_pause) = (during(killed.0, killed.1), during(paused, resumed));
+    eprintln!("{total} events sent on {} links, all in calls once and in order; {in_kill} sent while the broker was killed, {in_pause} while paused", conns.len());
+    assert!(in_kill > 0 && in_pause > 0, "events sent during each outage were captured ({in_kill}, {in_pause})");
+    // Every link session that ended says so in `calls`.
+    let ends = records.iter().filter(|v| v["body"]["type"] == "LinkDisconnected").count();
+    assert!(ends >= conns.len(), "{ends} LinkDisconnected for {} links", conns.len());
+    assert!(!w.broker_log().contains("panicked"), "the broker did not panic");
+}
+
+#[test]
+fn a_switch_link_flap_on_a_live_link_leaves_no_dn_unknown_for_long() {
+    let w = World::start();
+    let port = free_port();
+    let endpoint = format!("127.0.0.1:{port}");
+    let sim = site(&w, port);
+    let procs = [
+        w.spawn("monitor", &["monitor", "--id", "m1", "--heartbeat", "1s"]),
+        w.spawn("dispatcher", &["dispatcher", "--id", "d1"]),
+        w.spawn("projections", &["projections", "run", "--projection", "dn-state"]),
+    ];
+    let _logs = LogsOnPanic(procs.iter().map(|p| p.log.clone()).chain([sim.log.clone()]).collect());
+    let states = |w: &World| -> Result<Vec<Value>, String> { Ok(w.json(&["query", "dns", "1"])?.as_array().cloned().unwrap_or_default()) };
+    let count = |dns: &[Value], state: &str| dns.iter().filter(|d| d["call_state"] == state).count();
+    wait_for("every DN known", Duration::from_secs(60), || match states(&w) {
+        Ok(d) if d.len() == 10 && count(&d, "unknown") == 0 => Ok(()),
+        other => Err(format!("{other:?}")),
+    });
+
+    w.ok(&["sim", "switch-link", &endpoint, "down"]);
+    wait_for("every DN unknown while the switch link is down", Duration::from_secs(30), || match states(&w) {
+        Ok(d) if count(&d, "unknown") == 10 => Ok(()),
+        other => Err(format!("{other:?}")),
+    });
+    w.ok(&["sim", "switch-link", &endpoint, "up"]);
+    let up = Instant::now();
+    wait_for("every DN known again within 10 s", Duration::from_secs(10), || match states(&w) {
+        Ok(d) if count(&d, "unknown") == 0 => Ok(()),
+        other => Err(format!("{other:?}")),
+    });
+    eprintln!("every DN known again {:?} after the switch link came back", up.elapsed());
+    // New calls show in DN state again (the stream rings, answers and releases calls).
+    wait_for("a call in DN state after the flap", Duration::from_secs(30), || match states(&w) {
+        Ok(d) if count(&d, "ringing") + count(&d, "talking") > 0 => Ok(()),
+        other => Err(format!("{other:?}")),
+    });
+}
