@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 
 .DEFAULT_GOAL := help
-.PHONY: help build run test lint fmt broker-install broker-up broker-down up down clean
+.PHONY: help build run test bench lint fmt broker-install broker-up broker-down up down clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -17,6 +17,10 @@ run: broker-install build ## Install and start the broker, run every role with a
 test: broker-install ## Run the whole suite: unit, property and end-to-end tests against a real broker
 	$(CARGO) build --workspace --all-targets
 	$(CARGO) test --workspace
+
+bench: broker-install ## Benchmarks (release build, own broker): prints a table and rewrites docs/benchmarks.md
+	$(CARGO) build --release -p netwatch
+	infra/bench.sh
 
 lint: ## cargo fmt --check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check

@@ -5,6 +5,8 @@
 #   infra/broker.sh start     start it on 127.0.0.1:$BROKER_PORT with data under $BROKER_DATA; wait until ready
 #   infra/broker.sh stop      stop it by its pid
 #   infra/broker.sh status    say whether it runs
+#   infra/broker.sh watch     until killed: one line whenever the broker stops answering, answers
+#                             again, exits or panics; restarts it after an exit or a panic
 set -euo pipefail
 
 TANSU_VERSION=0.6.0
@@ -46,9 +48,10 @@ case "${1:-}" in
       # (docs/broker-notes.md), so it runs in the data folder with a relative path.
       # setsid keeps it out of the terminal's process group (Ctrl-C in `make run` stops
       # Netwatch first, then the broker); the shell records its own pid, then becomes tansu.
-      (cd "$BROKER_DATA" && setsid sh -c 'echo $$ >"$0"; exec "$@"' "$pidfile" "$(tansu_bin)" broker \
+      # Nothing of it holds this script's output open (a caller reading it would never end).
+      (cd "$BROKER_DATA" && exec setsid sh -c 'echo $$ >"$0"; exec "$@"' "$pidfile" "$(tansu_bin)" broker \
           --storage-engine sqlite://tansu.db --listener-url "$url" --advertised-listener-url "$url" \
-          >tansu.log 2>&1 </dev/null &)
+          >>tansu.log 2>&1 </dev/null) >/dev/null 2>&1 &
       for _ in $(seq 1 50); do [ -s "$pidfile" ] && break; sleep 0.1; done
       echo "broker starting (pid $(cat "$pidfile")) on 127.0.0.1:$BROKER_PORT, data in $BROKER_DATA"
     fi
@@ -67,8 +70,58 @@ case "${1:-}" in
   status)
     if running; then echo "broker running (pid $(cat "$pidfile"))"; else echo "broker not running"; exit 1; fi
     ;;
+  watch)
+    # Restarting is safe: tansu commits every append to SQLite before acknowledging it, and
+    # Netwatch's producers never give a send up, so what was not acknowledged is sent again
+    # with the same producer id and sequence and appended once. It only helps after an exit
+    # or a panic: a paused or overloaded broker is left alone. A panic that comes back right
+    # after restarts means a client whose idempotent send timed out is still connected
+    # (docs/broker-notes.md); restarting again would not help.
+    interval=${BROKER_WATCH_INTERVAL:-5}
+    log=$BROKER_DATA/tansu.log
+    export NETWATCH_BROKERS=127.0.0.1:$BROKER_PORT
+    panics() { grep -c 'panicked at' "$log" 2>/dev/null || true; }
+    seen=$(panics); seen=${seen:-0}
+    silent_since=
+    restarts=()
+    while sleep "$interval"; do
+      now=$(date +%s)
+      count=$(panics); count=${count:-0}
+      if [ "$count" -gt "$seen" ]; then
+        seen=$count
+        where=$(grep 'panicked at' "$log" | tail -1 | sed 's/.*panicked at //; s/:$//')
+        recent=()
+        for t in "${restarts[@]}"; do [ $((now - t)) -lt 600 ] && recent+=("$t"); done
+        restarts=("${recent[@]}")
+        if [ "${#restarts[@]}" -lt 3 ]; then
+          echo "broker: tansu panicked at $where and fails every request until restarted; restarting it (its data is on disk, Netwatch resends what was not acknowledged)"
+          restarts+=("$now")
+          "$0" stop >/dev/null
+          "$0" start >/dev/null 2>&1 || true
+        else
+          echo "broker: tansu panicked again at $where after 3 restarts in 10 minutes: a client whose idempotent send timed out is still connected (docs/broker-notes.md); stop it, then run make broker-up"
+        fi
+        silent_since=
+        continue
+      fi
+      if ! running; then
+        echo "broker: tansu exited (see $log); restarting it"
+        "$0" start >/dev/null 2>&1 || true
+        continue
+      fi
+      if "$NETWATCH_BIN" topics wait --timeout 3s >/dev/null 2>&1; then
+        if [ -n "$silent_since" ]; then
+          echo "broker: answering again after $((now - silent_since)) s"
+          silent_since=
+        fi
+      elif [ -z "$silent_since" ]; then
+        silent_since=$now
+        echo "broker: not answering on 127.0.0.1:$BROKER_PORT (paused or overloaded?); Netwatch keeps what it read and retries; not restarting it"
+      fi
+    done
+    ;;
   *)
-    echo "usage: $0 install|start|stop|status" >&2
+    echo "usage: $0 install|start|stop|status|watch" >&2
     exit 2
     ;;
 esac

@@ -11,17 +11,22 @@ HTTP_ADDR=${HTTP_ADDR:-127.0.0.1:8080}
 BIN=${NETWATCH_BIN:-target/debug/netwatch}
 
 up_pid=
+watch_pid=
 cleanup() {
   if [ -n "$up_pid" ] && kill -0 "$up_pid" 2>/dev/null; then
     kill -INT "$up_pid" 2>/dev/null || true
     wait "$up_pid" 2>/dev/null || true
   fi
+  if [ -n "$watch_pid" ]; then kill "$watch_pid" 2>/dev/null || true; fi
   infra/broker.sh stop
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 infra/broker.sh start
+# One line here whenever the broker stops answering, exits or panics (restarted if that helps).
+NETWATCH_BIN=$BIN infra/broker.sh watch &
+watch_pid=$!
 mkdir -p data
 "$BIN" up --simulate --listen "$HTTP_ADDR" &
 up_pid=$!

@@ -198,3 +198,115 @@ fn a_switch_link_flap_on_a_live_link_leaves_no_dn_unknown_for_long() {
         other => Err(format!("{other:?}")),
     });
 }
+
+/// `infra/broker.sh watch` (what `make run` starts beside the broker) says in one line
+/// when the broker stops answering and answers again, restarts it after it panicked (the
+/// tansu trap of docs/broker-notes.md, reproduced with a monitor whose sends time out)
+/// and after it exited.
+#[test]
+fn the_broker_watch_reports_a_silent_broker_and_restarts_a_panicked_or_dead_one() {
+    let dir = tempfile::Builder::new().prefix("netwatch-watch-").tempdir().unwrap();
+    let port = free_port().to_string();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/broker.sh");
+    let data = dir.path().join("broker");
+    let env = |c: &mut std::process::Command| {
+        c.env("BROKER_DATA", &data)
+            .env("BROKER_PORT", &port)
+            .env("NETWATCH_BIN", env!("CARGO_BIN_EXE_netwatch"))
+            .env("BROKER_WATCH_INTERVAL", "1")
+            .env("NETWATCH_BROKERS", format!("127.0.0.1:{port}"))
+            .env("NETWATCH_TOPIC_PREFIX", "watch.")
+            .env("NETWATCH_STORE", format!("sqlite://{}/nw.db", dir.path().display()));
+    };
+    let run = |args: &[&str]| {
+        let mut c = std::process::Command::new(args[0]);
+        c.args(&args[1..]);
+        env(&mut c);
+        c.output().unwrap()
+    };
+    assert!(run(&[script, "start"]).status.success());
+    let out_path = dir.path().join("watch.out");
+    let mut watch = std::process::Command::new(script);
+    watch.arg("watch").stdout(std::fs::File::create(&out_path).unwrap());
+    env(&mut watch);
+    let mut watch = Child(watch.spawn().unwrap());
+    let _stop = Stop(Box::new({
+        let (script, env_data, env_port) = (script.to_string(), data.clone(), port.clone());
+        move || {
+            let _ = std::process::Command::new(&script).arg("stop").env("BROKER_DATA", &env_data).env("BROKER_PORT", &env_port).status();
+        }
+    }));
+    let pid = || std::fs::read_to_string(data.join("tansu.pid")).unwrap().trim().to_string();
+    let signal = |sig: &str| assert!(std::process::Command::new("kill").arg(format!("-{sig}")).arg(pid()).status().unwrap().success());
+    let said = |what: &str| {
+        let what = what.to_string();
+        let out_path = out_path.clone();
+        wait_for(&format!("the watch to say {what:?}"), Duration::from_secs(40), move || {
+            let out = std::fs::read_to_string(&out_path).unwrap_or_default();
+            if out.contains(&what) {
+                Ok(())
+            } else {
+                Err(out)
+            }
+        })
+    };
+
+    signal("STOP");
+    said("broker: not answering");
+    signal("CONT");
+    said("broker: answering again after");
+
+    // The trap: a client whose idempotent sends time out while the broker is paused.
+    let nw = env!("CARGO_BIN_EXE_netwatch");
+    assert!(run(&[nw, "topics", "create"]).status.success());
+    let mut monitor = std::process::Command::new(nw);
+    monitor.args(["monitor", "--id", "trap", "--heartbeat", "1s", "--kafka-option", "message.timeout.ms=3000"]);
+    env(&mut monitor);
+    let mut monitor = Child(monitor.stderr(std::process::Stdio::null()).spawn().unwrap());
+    std::thread::sleep(Duration::from_secs(3));
+    signal("STOP");
+    std::thread::sleep(Duration::from_secs(10));
+    signal("CONT");
+    said("broker: tansu panicked at");
+    monitor.0.kill().unwrap();
+    let _ = monitor.0.wait();
+    wait_for("the restarted broker to take a change", Duration::from_secs(60), || {
+        let out = run(&[nw, "config", "tserver", "create", "--id", "1", "--name", "TS1", "--host", "127.0.0.1", "--port", "7001"]);
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    });
+
+    signal("KILL");
+    said("broker: tansu exited");
+    wait_for("the broker to answer after its restart", Duration::from_secs(40), || {
+        let out = run(&[nw, "topics", "wait", "--timeout", "2s"]);
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    });
+    watch.0.kill().unwrap();
+}
+
+/// A child process killed when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs a clean-up when dropped.
+struct Stop(Box<dyn Fn()>);
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        (self.0)()
+    }
+}

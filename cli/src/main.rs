@@ -1,5 +1,6 @@
 //! `netwatch`: one binary, a subcommand per role.
 
+mod bench;
 mod cat;
 mod config;
 mod query;
@@ -65,6 +66,9 @@ enum Command {
     Up(roles::UpArgs),
     /// Live monitors, their slots, load, T-Servers and DNs; dispatcher group members.
     Status(status::StatusArgs),
+    /// Benchmarks against a running broker (docs/benchmarks.md).
+    #[command(subcommand)]
+    Bench(bench::BenchCmd),
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -157,6 +161,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => roles::serve(&ctx, args).await,
             Command::Up(args) => roles::up(&ctx, args).await,
             Command::Status(args) => status::run(&ctx, args).await,
+            Command::Bench(cmd) => bench::run(&ctx, cmd).await,
         }
     });
     match result {

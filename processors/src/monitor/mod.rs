@@ -19,10 +19,8 @@ use netwatch_schemas::{decode, now_ms};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-pub use link::LinkSettings;
+pub use link::{LinkHandle, LinkSettings, LinkStats};
 pub use slots::Slots;
-
-use link::LinkHandle;
 
 /// Monitor settings.
 #[derive(Clone, Debug)]
