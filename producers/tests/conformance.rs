@@ -153,8 +153,13 @@ fn the_documents_json_examples_are_usable() {
     }
 }
 
-/// Valid lines of every form, for the fuzzer to mutate.
-fn corpus() -> Vec<Vec<u8>> {
+/// Valid lines of every form, for the fuzzer to mutate (built once).
+fn corpus() -> &'static [Vec<u8>] {
+    static CORPUS: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
+    CORPUS.get_or_init(build_corpus)
+}
+
+fn build_corpus() -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     for (i, row) in events().iter().enumerate() {
         for form in FORMS {
@@ -210,16 +215,19 @@ proptest! {
     /// parses survives a round trip through our own encoding.
     #[test]
     fn fuzz_damaged_valid_lines(pick in any::<prop::sample::Index>(), mutations in prop::collection::vec(mutation(), 1..6)) {
-        let corpus = corpus();
-        let line = mutate(pick.get(&corpus).clone(), &mutations);
+        let line = mutate(pick.get(corpus()).clone(), &mutations);
         if let Ok(m) = parse_message(&line) {
             let again = parse_message(serde_json::to_string(&m).unwrap().as_bytes());
             prop_assert_eq!(again.ok(), Some(m));
         }
     }
 
-    /// The framing splits any byte stream, cut into any chunks, into exactly its lines;
-    /// a line over the limit ends it with framing lost.
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    /// The framing splits any byte stream, cut into any chunks, into exactly its lines.
     #[test]
     fn fuzz_framing_finds_the_lines_in_any_chunking(
         lines in prop::collection::vec(prop::collection::vec(any::<u8>().prop_filter("no newline", |b| *b != b'\n'), 0..300), 0..20),

@@ -133,7 +133,7 @@ async fn make_traffic(config: SimConfig, switch: Switch, mut shutdown: watch::Re
                         _ = shutdown.changed() => return,
                         _ = tokio::time::sleep_until(start + Duration::from_secs_f64(i as f64 / rate)) => {}
                     }
-                } else if i % 256 == 0 {
+                } else if i.is_multiple_of(256) {
                     tokio::task::yield_now().await;
                 }
                 let action = stream_step(&dns, i);
