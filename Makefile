@@ -16,7 +16,9 @@ run: broker-install build ## Install and start the broker, run every role with a
 
 test: broker-install ## Run the whole suite: unit, property and end-to-end tests against a real broker
 	$(CARGO) build --workspace --all-targets
-	$(CARGO) test --workspace
+	@# cargo-nextest (on the build machines) runs tests two at a time, each in its own process
+	@# (.config/nextest.toml); plain cargo test otherwise.
+	if $(CARGO) nextest --version >/dev/null 2>&1; then $(CARGO) nextest run --workspace --no-fail-fast; else $(CARGO) test --workspace; fi
 
 bench: broker-install ## Benchmarks (release build, own broker): prints a table and rewrites docs/benchmarks.md
 	$(CARGO) build --release -p netwatch

@@ -49,6 +49,7 @@ case "${1:-}" in
       # setsid keeps it out of the terminal's process group (Ctrl-C in `make run` stops
       # Netwatch first, then the broker); the shell records its own pid, then becomes tansu.
       # Nothing of it holds this script's output open (a caller reading it would never end).
+      rm -f "$pidfile"  # a pid left by a crash must not be taken for the new one
       (cd "$BROKER_DATA" && exec setsid sh -c 'echo $$ >"$0"; exec "$@"' "$pidfile" "$(tansu_bin)" broker \
           --storage-engine sqlite://tansu.db --listener-url "$url" --advertised-listener-url "$url" \
           >>tansu.log 2>&1 </dev/null) >/dev/null 2>&1 &
@@ -83,8 +84,13 @@ case "${1:-}" in
     panics() { grep -c 'panicked at' "$log" 2>/dev/null || true; }
     seen=$(panics); seen=${seen:-0}
     silent_since=
+    exited_since=
     restarts=()
-    while sleep "$interval"; do
+    # Stopped by a signal: leave at once when sleeping, after a restart under way otherwise.
+    trap 'exit 0' TERM INT
+    while true; do
+      sleep "$interval" &
+      wait $! || true
       now=$(date +%s)
       count=$(panics); count=${count:-0}
       if [ "$count" -gt "$seen" ]; then
@@ -105,9 +111,16 @@ case "${1:-}" in
         continue
       fi
       if ! running; then
-        echo "broker: tansu exited (see $log); restarting it"
+        if [ -z "$exited_since" ]; then
+          exited_since=$now
+          echo "broker: tansu exited (see $log); restarting it"
+        fi
         "$0" start >/dev/null 2>&1 || true
         continue
+      fi
+      if [ -n "$exited_since" ]; then
+        echo "broker: running again after $((now - exited_since)) s"
+        exited_since=
       fi
       if "$NETWATCH_BIN" topics wait --timeout 3s >/dev/null 2>&1; then
         if [ -n "$silent_since" ]; then

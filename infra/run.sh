@@ -17,7 +17,9 @@ cleanup() {
     kill -INT "$up_pid" 2>/dev/null || true
     wait "$up_pid" 2>/dev/null || true
   fi
-  if [ -n "$watch_pid" ]; then kill "$watch_pid" 2>/dev/null || true; fi
+  # The watch first (and wait for it), so a restart it has under way cannot bring the
+  # broker back after the stop below.
+  if [ -n "$watch_pid" ]; then kill "$watch_pid" 2>/dev/null || true; wait "$watch_pid" 2>/dev/null || true; fi
   infra/broker.sh stop
 }
 trap cleanup EXIT

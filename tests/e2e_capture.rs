@@ -263,7 +263,15 @@ fn the_broker_watch_reports_a_silent_broker_and_restarts_a_panicked_or_dead_one(
     monitor.args(["monitor", "--id", "trap", "--heartbeat", "1s", "--kafka-option", "message.timeout.ms=3000"]);
     env(&mut monitor);
     let mut monitor = Child(monitor.stderr(std::process::Stdio::null()).spawn().unwrap());
-    std::thread::sleep(Duration::from_secs(3));
+    wait_for("the monitor's heartbeats in the log", Duration::from_secs(30), || {
+        let out = run(&[nw, "cat", "monitors", "--from-beginning"]);
+        let heartbeats = String::from_utf8_lossy(&out.stdout).matches("Heartbeat").count();
+        if heartbeats >= 2 {
+            Ok(())
+        } else {
+            Err(format!("{heartbeats} heartbeats"))
+        }
+    });
     signal("STOP");
     std::thread::sleep(Duration::from_secs(10));
     signal("CONT");

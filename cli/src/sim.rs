@@ -125,8 +125,8 @@ impl SimArgs {
             None if self.idle => SimMode::Idle,
             None if self.stream.is_some() => {
                 let rate = self.stream.unwrap_or_default();
-                if !rate.is_finite() || rate < 0.0 {
-                    return Err(input(format!("--stream must be 0 or a positive rate, got {rate}")));
+                if !rate.is_finite() || rate < 0.0 || (rate > 0.0 && rate < 0.01) {
+                    return Err(input(format!("--stream must be 0 (as fast as possible) or at least 0.01 events per second, got {rate}")));
                 }
                 SimMode::Stream { dns: parse_dns(&self.dns).map_err(input)?, rate, count: self.stream_count }
             }

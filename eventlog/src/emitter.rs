@@ -9,14 +9,15 @@
 //! expire (`message.timeout.ms=0`, see [`crate::Producer::new`]), so a broker outage only
 //! delays records; a record the broker refuses for good is counted as failed.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::producer::DeliveryFuture;
-use tracing::{info, warn};
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
 
 use crate::producer::Enqueued;
 use crate::Producer;
@@ -34,11 +35,14 @@ pub struct Destination {
 pub enum Settled {
     /// The broker acknowledged it at this offset.
     Appended(i64),
-    /// It will never be appended, for this reason.
-    Failed(String),
+    /// It will never be appended, for this reason; its tag.
+    Failed { tag: u64, reason: String },
     /// The producer's queue was full; records waiting for it were offered again.
     Retried,
 }
+
+/// Failures are logged once at once, then summed up at most this often.
+const FAILURE_NOTE_EVERY: Duration = Duration::from_secs(10);
 
 /// Counts of one stream.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -62,17 +66,35 @@ pub struct Emitter {
     producer: Producer,
     to: Destination,
     limit: usize,
-    /// Records the producer has not taken yet (its queue was full), oldest first.
-    waiting: VecDeque<Vec<u8>>,
-    /// Records taken by the producer, oldest first, with their acknowledgements.
-    in_flight: VecDeque<DeliveryFuture>,
+    /// Records the producer has not taken yet (its queue was full), oldest first, with
+    /// their tags.
+    waiting: VecDeque<(u64, Vec<u8>)>,
+    /// Records taken by the producer, oldest first, with their tags and acknowledgements.
+    in_flight: VecDeque<(u64, DeliveryFuture)>,
     counts: EmitCounts,
+    /// Failures per tag (a CTI link session, say).
+    failed_by_tag: BTreeMap<u64, u64>,
+    /// Failures not logged yet, and when failures were last logged.
+    unlogged: u64,
+    last_note: Option<Instant>,
+    fatal_noted: bool,
 }
 
 impl Emitter {
     /// A stream to `to` with at most `limit` records unacknowledged (at least 1).
     pub fn new(producer: Producer, to: Destination, limit: usize) -> Self {
-        Emitter { producer, to, limit: limit.max(1), waiting: VecDeque::new(), in_flight: VecDeque::new(), counts: EmitCounts::default() }
+        Emitter {
+            producer,
+            to,
+            limit: limit.max(1),
+            waiting: VecDeque::new(),
+            in_flight: VecDeque::new(),
+            counts: EmitCounts::default(),
+            failed_by_tag: BTreeMap::new(),
+            unlogged: 0,
+            last_note: None,
+            fatal_noted: false,
+        }
     }
 
     /// May another record be pushed without going over the limit?
@@ -95,27 +117,59 @@ impl Emitter {
         self.counts
     }
 
+    /// Records of this tag that failed so far.
+    pub fn failed(&self, tag: u64) -> u64 {
+        self.failed_by_tag.get(&tag).copied().unwrap_or(0)
+    }
+
     /// Queue a record after every record pushed before it. Never waits: the caller
-    /// checks [`Emitter::has_room`] before it takes more input.
-    pub fn push(&mut self, bytes: Vec<u8>) {
-        self.waiting.push_back(bytes);
+    /// checks [`Emitter::has_room`] before it takes more input. `tag` groups records for
+    /// [`Emitter::failed`].
+    pub fn push(&mut self, tag: u64, bytes: Vec<u8>) {
+        self.waiting.push_back((tag, bytes));
         self.hand_over();
     }
 
     /// Offer waiting records to the producer, in order, until its queue is full.
     fn hand_over(&mut self) {
-        while let Some(bytes) = self.waiting.front() {
+        while let Some((tag, bytes)) = self.waiting.front() {
+            let tag = *tag;
             match self.producer.enqueue(&self.to.topic, &self.to.key, self.to.partition, bytes) {
                 Enqueued::Taken(delivery) => {
-                    self.in_flight.push_back(delivery);
+                    self.in_flight.push_back((tag, delivery));
                     self.waiting.pop_front();
                 }
                 Enqueued::QueueFull => break,
                 Enqueued::Refused(reason) => {
                     self.waiting.pop_front();
-                    self.counts.failed += 1;
-                    warn!(topic = %self.to.topic, partition = self.to.partition, %reason, "A record was refused by the producer.");
+                    self.fail(tag, &reason);
                 }
+            }
+        }
+    }
+
+    /// Count a record that will never be appended; log at a bounded rate.
+    fn fail(&mut self, tag: u64, reason: &str) {
+        self.counts.failed += 1;
+        *self.failed_by_tag.entry(tag).or_default() += 1;
+        self.unlogged += 1;
+        let now = Instant::now();
+        if self.last_note.is_none_or(|t| now >= t + FAILURE_NOTE_EVERY) {
+            warn!(
+                topic = %self.to.topic,
+                partition = self.to.partition,
+                failed = self.unlogged,
+                total = self.counts.failed,
+                %reason,
+                "Records could not be appended."
+            );
+            self.unlogged = 0;
+            self.last_note = Some(now);
+        }
+        if !self.fatal_noted {
+            if let Some(fatal) = self.producer.fatal_error() {
+                self.fatal_noted = true;
+                error!(%fatal, "The producer hit a fatal error: nothing more can be appended until this process restarts.");
             }
         }
     }
@@ -132,26 +186,28 @@ impl Emitter {
             return Settled::Retried;
         }
         let result = poll_fn(|cx| match self.in_flight.front_mut() {
-            Some(f) => Pin::new(f).poll(cx),
+            Some((_, f)) => Pin::new(f).poll(cx),
             None => Poll::Pending,
         })
         .await;
-        self.in_flight.pop_front();
+        let tag = self.in_flight.pop_front().map(|(t, _)| t).unwrap_or_default();
         self.hand_over();
-        let settled = match result {
-            Ok(Ok(delivery)) => Settled::Appended(delivery.offset),
-            Ok(Err((e, _))) => Settled::Failed(e.to_string()),
-            Err(_) => Settled::Failed("the producer was closed".into()),
-        };
-        match &settled {
-            Settled::Appended(_) => self.counts.appended += 1,
-            Settled::Failed(reason) => {
-                self.counts.failed += 1;
-                warn!(topic = %self.to.topic, partition = self.to.partition, %reason, "A record could not be appended.");
+        match result {
+            Ok(Ok(delivery)) => {
+                self.counts.appended += 1;
+                Settled::Appended(delivery.offset)
             }
-            Settled::Retried => {}
+            Ok(Err((e, _))) => {
+                let reason = e.to_string();
+                self.fail(tag, &reason);
+                Settled::Failed { tag, reason }
+            }
+            Err(_) => {
+                let reason = "the producer was closed".to_string();
+                self.fail(tag, &reason);
+                Settled::Failed { tag, reason }
+            }
         }
-        settled
     }
 
     /// Settle everything pushed so far, waiting at most `within`.
@@ -167,15 +223,15 @@ impl Emitter {
 
     /// Hand what is still in flight to a background task that settles it and logs the
     /// outcome as `what` (the records stay queued in the producer and are delivered when
-    /// the broker answers).
-    pub fn detach(mut self, what: String) {
+    /// the broker answers); the task, if anything was in flight.
+    pub fn detach(mut self, what: String) -> Option<JoinHandle<()>> {
         if self.is_empty() {
-            return;
+            return None;
         }
         let before = self.counts;
         let pending = self.len();
         info!(%what, pending, "Records are still on their way to the broker; they are delivered in the background.");
-        tokio::spawn(async move {
+        Some(tokio::spawn(async move {
             while !self.is_empty() {
                 self.settle().await;
             }
@@ -185,6 +241,6 @@ impl Emitter {
             } else {
                 info!(%what, appended = self.counts.appended - before.appended, "Background delivery finished.");
             }
-        });
+        }))
     }
 }

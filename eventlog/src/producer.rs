@@ -33,8 +33,11 @@ impl Producer {
     /// bumps its epoch after a timed-out send — which tansu 0.6.0's SQLite engine cannot
     /// survive (docs/broker-notes.md).
     pub fn new(kafka: &KafkaConfig) -> Result<Self, LogError> {
-        Self::build(kafka, Duration::ZERO)
+        Self::build(kafka, Self::NEVER)
     }
+
+    /// The message timeout of long-running roles: none.
+    pub const NEVER: Duration = Duration::ZERO;
 
     /// A producer for one-shot commands: a send fails after `within`, and the command
     /// exits with that error.
@@ -43,6 +46,12 @@ impl Producer {
     }
 
     fn build(kafka: &KafkaConfig, timeout: Duration) -> Result<Self, LogError> {
+        Ok(Producer { inner: Self::settings(kafka, timeout).create()? })
+    }
+
+    /// The client settings of a producer whose sends expire after `timeout` (zero:
+    /// never); pass-through options of `kafka` come last.
+    pub fn settings(kafka: &KafkaConfig, timeout: Duration) -> rdkafka::ClientConfig {
         let mut config = kafka.client();
         config
             .set("enable.idempotence", "true")
@@ -54,7 +63,7 @@ impl Producer {
         for (k, v) in &kafka.extra {
             config.set(k, v);
         }
-        Ok(Producer { inner: config.create()? })
+        config
     }
 
     /// Encode and append an event; returns (partition, offset) once the broker has it.
@@ -125,6 +134,12 @@ impl Producer {
     /// Wait until everything sent so far is delivered.
     pub fn flush(&self, within: Duration) -> Result<(), LogError> {
         Ok(self.inner.flush(within)?)
+    }
+
+    /// The producer's fatal error, if it hit one (an idempotence violation, say): it
+    /// cannot append anything any more.
+    pub fn fatal_error(&self) -> Option<String> {
+        self.inner.client().fatal_error().map(|(code, reason)| format!("{code}: {reason}"))
     }
 
     /// Records handed to the producer and not yet acknowledged (or failed).

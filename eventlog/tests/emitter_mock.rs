@@ -59,9 +59,8 @@ async fn records_are_pipelined_and_appended_in_order() {
     let mut e = emitter(&mock.bootstrap_servers(), 50_000);
     let sent = records(5_000);
     for r in &sent {
-        e.push(r.clone().into_bytes());
+        e.push(0, r.clone().into_bytes());
     }
-    assert!(e.len() > 1, "many records are in flight at once, not one round trip each");
     let drained = e.drain(Duration::from_secs(30)).await;
     assert_eq!((drained.counts.appended, drained.counts.failed, drained.pending), (5_000, 0, 0));
     assert_eq!(read_back(&mock.bootstrap_servers(), sent.len()), sent);
@@ -72,16 +71,17 @@ async fn while_the_broker_is_down_records_wait_within_the_bound_and_none_expires
     let mock = cluster();
     let brokers = mock.bootstrap_servers();
     let mut e = emitter(&brokers, 100);
-    e.push(b"before".to_vec());
+    e.push(0, b"before".to_vec());
     assert_eq!(e.settle().await, Settled::Appended(0));
     mock.broker_down(1).unwrap();
     let sent = records(100);
     for r in &sent {
         assert!(e.has_room(), "room until the bound");
-        e.push(r.clone().into_bytes());
+        e.push(0, r.clone().into_bytes());
     }
     assert!(!e.has_room(), "the bound is reached: the caller stops reading");
-    assert!(tokio::time::timeout(Duration::from_secs(2), e.settle()).await.is_err(), "nothing settles while the broker is down");
+    // Longer than the sends of a one-shot producer live (see below): these do not expire.
+    assert!(tokio::time::timeout(Duration::from_secs(4), e.settle()).await.is_err(), "nothing settles while the broker is down");
     mock.broker_up(1).unwrap();
     let drained = e.drain(Duration::from_secs(60)).await;
     assert_eq!((drained.counts.appended, drained.counts.failed, drained.pending), (101, 0, 0), "every record appended, none failed");
@@ -105,9 +105,35 @@ async fn retried_produce_errors_append_each_record_once_in_order() {
     );
     let sent = records(2_000);
     for r in &sent {
-        e.push(r.clone().into_bytes());
+        e.push(0, r.clone().into_bytes());
     }
     let drained = e.drain(Duration::from_secs(60)).await;
     assert_eq!((drained.counts.appended, drained.counts.failed, drained.pending), (2_000, 0, 0));
     assert_eq!(read_back(&brokers, sent.len()), sent);
+}
+
+#[test]
+fn long_running_roles_never_expire_a_send() {
+    let config = Producer::settings(&KafkaConfig::new("127.0.0.1:9"), Producer::NEVER);
+    assert_eq!(config.get("message.timeout.ms"), Some("0"));
+    assert_eq!((config.get("enable.idempotence"), config.get("acks")), (Some("true"), Some("all")));
+}
+
+/// What the never-expiring setting prevents: a one-shot producer's sends fail once the
+/// broker has been away longer than their timeout (and librdkafka bumps the epoch).
+#[tokio::test]
+async fn a_one_shot_producers_sends_expire_while_the_broker_is_down() {
+    let mock = cluster();
+    let kafka = KafkaConfig::new(mock.bootstrap_servers());
+    let producer = Producer::one_shot(&kafka, Duration::from_secs(1)).unwrap();
+    let mut e = Emitter::new(producer, Destination { topic: TOPIC.into(), partition: 1, key: "1".into() }, 10);
+    e.push(7, b"warm-up".to_vec());
+    assert_eq!(e.settle().await, Settled::Appended(0));
+    mock.broker_down(1).unwrap();
+    e.push(7, b"expires".to_vec());
+    match tokio::time::timeout(Duration::from_secs(30), e.settle()).await {
+        Ok(Settled::Failed { tag: 7, .. }) => {}
+        other => panic!("the send should expire: {other:?}"),
+    }
+    assert_eq!((e.failed(7), e.counts().failed), (1, 1));
 }

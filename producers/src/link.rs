@@ -3,9 +3,11 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 
 use crate::cti::{parse_message, to_line, Message, Request, MAX_LINE};
 
@@ -69,21 +71,59 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
         }
     }
 
-    /// Bytes already read from the socket and not yet returned as lines.
-    pub fn buffered(&self) -> usize {
-        self.reader.buffer().len()
+    /// The complete lines already read from the socket and not yet returned, without
+    /// reading more: what is left when a link is given up. A partial line stays.
+    pub fn drain_buffered(&mut self) -> Vec<Vec<u8>> {
+        if self.complete {
+            self.line.clear();
+            self.complete = false;
+        }
+        let buf = self.reader.buffer();
+        let Some(last) = buf.iter().rposition(|b| *b == b'\n') else { return Vec::new() };
+        let mut lines: Vec<Vec<u8>> = buf[..last].split(|b| *b == b'\n').map(<[u8]>::to_vec).collect();
+        if let Some(first) = lines.first_mut() {
+            let mut joined = std::mem::take(&mut self.line);
+            joined.extend_from_slice(first);
+            *first = joined;
+        }
+        self.reader.consume(last + 1);
+        lines
     }
 }
 
 /// Reading half of a link.
 pub type LinkReader = LineReader<OwnedReadHalf>;
 
-/// Writing half of a link: requests are queued, then written together by
-/// [`LinkWriter::flush`].
+/// Writing half of a link: requests are queued, then handed to a writer task by
+/// [`LinkWriter::flush`], so a T-Server that does not read never stops its events from
+/// being read. Dropping it closes the connection's writing side.
 pub struct LinkWriter {
-    writer: OwnedWriteHalf,
     next_ref: u64,
     queued: Vec<u8>,
+    to_task: mpsc::UnboundedSender<Vec<u8>>,
+    failure: watch::Receiver<Option<String>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for LinkWriter {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Write what arrives, in order; report the first failure.
+fn spawn_writer<W: AsyncWrite + Unpin + Send + 'static>(mut w: W) -> LinkWriter {
+    let (to_task, mut from_link) = mpsc::unbounded_channel::<Vec<u8>>();
+    let (failed, failure) = watch::channel(None);
+    let task = tokio::spawn(async move {
+        while let Some(bytes) = from_link.recv().await {
+            if let Err(e) = w.write_all(&bytes).await {
+                let _ = failed.send(Some(format!("link I/O: {e}")));
+                return;
+            }
+        }
+    });
+    LinkWriter { next_ref: 1, queued: Vec::new(), to_task, failure, task }
 }
 
 /// Open a link: connect, send `RequestOpen`, wait for `EventServerInfo`; the server's
@@ -95,24 +135,16 @@ pub async fn open(endpoint: &str, client_name: &str, within: Duration) -> Result
         .map_err(|source| LinkError::Connect { endpoint: endpoint.to_string(), source })?;
     stream.set_nodelay(true)?;
     let (r, w) = stream.into_split();
-    let mut writer = LinkWriter { writer: w, next_ref: 1, queued: Vec::new() };
+    let mut writer = spawn_writer(w);
     let mut reader = LineReader::new(r);
     let open = writer.queue(|ref_id| Request::RequestOpen { ref_id, client_name: client_name.to_string() });
-    writer.flush().await?;
-    let answer = tokio::time::timeout(within, async {
-        loop {
-            let line = reader.next_line().await?;
-            // Anything before the answer (an event, an unusable line) is not the answer.
-            if let Ok(m) = parse_message(line) {
-                return Ok::<_, LinkError>(m);
-            }
-        }
-    })
-    .await
-    .map_err(|_| LinkError::ConnectTimeout(endpoint.to_string()))??;
-    match answer {
-        Message::EventServerInfo { ref_id, server, .. } if ref_id == open => Ok((writer, reader, server)),
-        other => Err(LinkError::Handshake(format!("{other:?}"))),
+    writer.flush()?;
+    // The first line the server sends answers the open (docs/cti-link.md).
+    let line = tokio::time::timeout(within, reader.next_line()).await.map_err(|_| LinkError::ConnectTimeout(endpoint.to_string()))??;
+    match parse_message(line) {
+        Ok(Message::EventServerInfo { ref_id, server, .. }) if ref_id == open => Ok((writer, reader, server)),
+        Ok(other) => Err(LinkError::Handshake(format!("{other:?}"))),
+        Err(e) => Err(LinkError::Handshake(e.to_string())),
     }
 }
 
@@ -125,25 +157,35 @@ impl LinkWriter {
         ref_id
     }
 
-    /// Write every queued request.
-    pub async fn flush(&mut self) -> Result<(), LinkError> {
+    /// Hand every queued request to the writer task; an error if writing already failed.
+    pub fn flush(&mut self) -> Result<(), LinkError> {
+        if let Some(reason) = self.failure.borrow().clone() {
+            return Err(LinkError::Io(std::io::Error::other(reason)));
+        }
         if !self.queued.is_empty() {
-            self.writer.write_all(&self.queued).await?;
-            self.queued.clear();
+            let bytes = std::mem::take(&mut self.queued);
+            self.to_task.send(bytes).map_err(|_| LinkError::Closed)?;
         }
         Ok(())
     }
 
-    /// Queue a request and write it at once; returns its reference id.
-    pub async fn send(&mut self, build: impl FnOnce(u64) -> Request) -> Result<u64, LinkError> {
+    /// Queue a request and hand it to the writer at once; returns its reference id.
+    pub fn send(&mut self, build: impl FnOnce(u64) -> Request) -> Result<u64, LinkError> {
         let ref_id = self.queue(build);
-        self.flush().await?;
+        self.flush()?;
         Ok(ref_id)
     }
 
-    /// Are requests queued and not yet written?
-    pub fn has_queued(&self) -> bool {
-        !self.queued.is_empty()
+    /// Resolves when writing failed, with the reason (never otherwise).
+    pub async fn failed(&mut self) -> String {
+        loop {
+            if let Some(reason) = self.failure.borrow_and_update().clone() {
+                return reason;
+            }
+            if self.failure.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
     }
 }
 
@@ -178,6 +220,17 @@ mod tests {
         });
         assert_eq!(lines.next_line().await.unwrap().len(), MAX_LINE);
         assert!(matches!(lines.next_line().await, Err(LinkError::Closed)));
+    }
+
+    #[tokio::test]
+    async fn the_complete_lines_left_in_the_buffer_can_be_drained() {
+        let (mut w, r) = tokio::io::duplex(1024);
+        let mut lines = LineReader::new(r);
+        w.write_all(b"first\nsecond\nthird\npart").await.unwrap();
+        assert_eq!(lines.next_line().await.unwrap(), b"first");
+        assert_eq!(lines.drain_buffered(), [b"second".to_vec(), b"third".to_vec()]);
+        w.write_all(b"ial\n").await.unwrap();
+        assert_eq!(lines.next_line().await.unwrap(), b"partial", "the partial line stays");
     }
 
     #[tokio::test]

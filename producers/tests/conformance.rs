@@ -84,6 +84,32 @@ fn every_documented_event_parses_in_every_form_and_carries_what_its_row_lists() 
 }
 
 #[test]
+fn attributes_a_row_does_not_list_are_ignored_whatever_their_value() {
+    let envelope = ["type", "seq", "time_ms", "event"];
+    for row in events() {
+        let mut m = event_message(&row, Form::All, 7, 1_795_305_491_000, &[]);
+        for a in examples().keys() {
+            let listed = row.required.contains(a) || row.optional.contains(a) || envelope.contains(&a.as_str());
+            if !listed {
+                m[a.as_str()] = json!([1, {"not": "this type"}]);
+            }
+        }
+        check_capture(&row, Form::All, parse(&m).unwrap_or_else(|e| panic!("{}: {e}\n{m}", row.name)));
+    }
+}
+
+#[test]
+fn a_listed_optional_attribute_of_the_wrong_type_makes_the_event_unusable() {
+    for row in events() {
+        for a in &row.optional {
+            let mut m = event_message(&row, Form::All, 7, 1_795_305_491_000, &[]);
+            m[a.as_str()] = json!(17.5);
+            assert!(parse(&m).is_err(), "{} with a number as {a} must be unusable", row.name);
+        }
+    }
+}
+
+#[test]
 fn null_optional_attributes_read_as_absent() {
     for row in events() {
         let mut m = event_message(&row, Form::Required, 7, 1_795_305_491_000, &[]);

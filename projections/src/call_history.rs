@@ -79,7 +79,9 @@ pub fn apply(current: Option<CallRecord>, tserver: i32, t: &Telephony, at: i64) 
                 "answered".into()
             } else if unseen_start {
                 "unknown".into()
-            } else if call.call_type == "Outbound" {
+            } else if !leg.offered || call.call_type == "Outbound" {
+                // Dialled from here and never answered: an attempt that failed, not a
+                // caller who gave up.
                 "failed".into()
             } else {
                 "abandoned".into()
@@ -107,7 +109,7 @@ pub fn merged_away(mut merged: CallRecord, dn: &str, into: &str, at: i64) -> Cal
     if let Some(leg) = merged.legs.iter_mut().rev().find(|l| l.dn == dn && l.ended_ms.is_none()) {
         close_hold(leg, at);
         leg.ended_ms = Some(at);
-        leg.outcome = if leg.answered_ms.is_some() { "answered" } else { "abandoned" }.into();
+        leg.outcome = if leg.answered_ms.is_some() { "answered" } else { "merged" }.into();
         merged.merged_into = Some(into.to_string());
     }
     settle(&mut merged, at);
@@ -362,6 +364,32 @@ mod tests {
         let calls = play_calls(&events);
         assert!(!calls["X"].conference);
         assert_eq!(calls["X"].outcome, "in_progress");
+    }
+
+    #[test]
+    fn h10_a_consultation_merged_while_it_still_rang_is_merged_not_abandoned() {
+        use TEventKind::*;
+        let mut events = consultation();
+        events.truncate(5); // X answered and held; Y dialled from 5001, ringing at 5002
+        events.push((11_000, on("Y", t(Released, "5001", "5002", CallType::Unknown, None))));
+        events.push((11_000, on("X", t(Released, "5001", "+1555", CallType::Unknown, Some("5002")))));
+        events.push(merged(11_000));
+        let y = &play_calls(&events)["Y"];
+        assert_eq!(legs(y), [("5001", "failed", false, false), ("5002", "merged", true, false)]);
+        assert_ne!(y.outcome, "abandoned");
+    }
+
+    #[test]
+    fn h6_an_unanswered_internal_call_failed_at_the_caller_and_was_abandoned_at_the_callee() {
+        use TEventKind::*;
+        let it = CallType::Internal;
+        let c = play(&[
+            (0, t(Dialing, "5001", "5002", it, None)),
+            (0, t(Ringing, "5002", "5001", it, None)),
+            (6_000, t(Released, "5001", "5002", it, None)),
+            (6_000, t(Released, "5002", "5001", it, None)),
+        ]);
+        assert_eq!(legs(&c), [("5001", "failed", false, false), ("5002", "abandoned", true, false)]);
     }
 
     #[test]

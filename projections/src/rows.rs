@@ -68,8 +68,9 @@ pub struct CallLeg {
     pub hold_ms: i64,
     /// Start of the hold in progress, if any.
     pub held_since_ms: Option<i64>,
-    /// in_progress, answered, abandoned, transferred, failed, unknown (first seen
-    /// released: what happened before is not known).
+    /// in_progress, answered, abandoned, transferred, failed, merged (a consultation
+    /// merged into another call before it was answered), unknown (first seen released:
+    /// what happened before is not known).
     pub outcome: String,
     /// Was the call offered to this DN (it rang here), rather than dialled from it?
     #[serde(default)]

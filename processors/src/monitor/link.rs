@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use netwatch_eventlog::{Destination, Emitter, Log, Topic};
-use netwatch_producers::cti::{parse_message, Message, Request, Unusable};
+use netwatch_producers::cti::{parse_message, Capture, Message, Request, Unusable};
 use netwatch_producers::link::{open, LinkError, LinkReader, LinkWriter};
 use netwatch_schemas::calls::{CallBody, CallEvent, LinkDisconnected};
 use netwatch_schemas::config::TServer;
@@ -30,13 +30,11 @@ pub struct LinkSettings {
     pub max_in_flight: usize,
     /// How long a stopping link waits for the broker to acknowledge what it read.
     pub drain_wait: Duration,
-    /// How long writing requests may block before the link counts as lost.
-    pub write_wait: Duration,
 }
 
 impl Default for LinkSettings {
     fn default() -> Self {
-        LinkSettings { max_in_flight: 20_000, drain_wait: Duration::from_secs(5), write_wait: Duration::from_secs(5) }
+        LinkSettings { max_in_flight: 20_000, drain_wait: Duration::from_secs(5) }
     }
 }
 
@@ -79,7 +77,7 @@ pub struct LinkHandle {
     pub stats: Arc<LinkStats>,
     dns: watch::Sender<BTreeSet<String>>,
     stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    task: JoinHandle<Option<JoinHandle<()>>>,
 }
 
 impl LinkHandle {
@@ -103,13 +101,18 @@ impl LinkHandle {
     }
 
     /// Unregister every DN, close the link, and wait for the task to end: at most the
-    /// release wait, the write wait and the drain wait. What the broker has not
-    /// acknowledged by then keeps going in the background.
-    pub async fn stop(self) {
+    /// release wait and the drain wait. What the broker has not acknowledged by then keeps
+    /// going in the background: the task doing that, if any (the monitor reports the
+    /// T-Server as held until it ends, so no other monitor appends before it).
+    pub async fn stop(self) -> Option<JoinHandle<()>> {
         let _ = self.stop.send(true);
-        if let Err(e) = self.task.await {
-            warn!(tserver = self.tserver.id, error = %e, "The link task failed.");
-        }
+        let draining = match self.task.await {
+            Ok(d) => d,
+            Err(e) => {
+                warn!(tserver = self.tserver.id, error = %e, "The link task failed.");
+                None
+            }
+        };
         let s = &self.stats;
         info!(
             tserver = self.tserver.id,
@@ -118,6 +121,7 @@ impl LinkHandle {
             unusable = s.unusable(),
             "Stopped watching the T-Server."
         );
+        draining
     }
 }
 
@@ -128,6 +132,7 @@ enum Wake {
     Settled,
     Opened(Result<(LinkWriter, LinkReader, Option<String>), LinkError>),
     Line(Result<Result<Message, Unusable>, LinkError>),
+    WriteFailed(String),
     Tick,
 }
 
@@ -142,8 +147,10 @@ struct Runner {
     emitter: Emitter,
     /// Link session id: new on every connect.
     session_id: String,
-    /// Emitter failures before the current link opened.
-    failed_before: u64,
+    /// Number of the current link, from 1: the emitter's tag of its records.
+    link_no: u64,
+    /// Events of the current link that could not even be encoded.
+    unencodable: u64,
     link: Option<(LinkWriter, LinkReader)>,
     opening: Option<Opening>,
 }
@@ -164,13 +171,14 @@ impl Runner {
             stats,
             emitter,
             session_id: String::new(),
-            failed_before: 0,
+            link_no: 0,
+            unencodable: 0,
             link: None,
             opening: None,
         }
     }
 
-    async fn run(mut self, mut dns: watch::Receiver<BTreeSet<String>>, mut stop: watch::Receiver<bool>) {
+    async fn run(mut self, mut dns: watch::Receiver<BTreeSet<String>>, mut stop: watch::Receiver<bool>) -> Option<JoinHandle<()>> {
         let wanted = dns.borrow_and_update().clone();
         let (mut session, mut actions) = Session::new(&self.endpoint, wanted);
         let mut stopping = false;
@@ -179,17 +187,9 @@ impl Runner {
                 self.act(action);
             }
             if let Some((writer, _)) = self.link.as_mut() {
-                if writer.has_queued() {
-                    let written = tokio::time::timeout(self.settings.write_wait, writer.flush()).await;
-                    let failure = match written {
-                        Ok(Ok(())) => None,
-                        Ok(Err(e)) => Some(e.to_string()),
-                        Err(_) => Some("the T-Server does not read its link".to_string()),
-                    };
-                    if let Some(reason) = failure {
-                        actions = session.lost(&reason, Instant::now());
-                        continue;
-                    }
+                if let Err(e) = writer.flush() {
+                    actions = session.lost(&e.to_string(), Instant::now());
+                    continue;
                 }
             }
             self.stats.registered.store(session.registered() as i64, Ordering::Relaxed);
@@ -204,13 +204,20 @@ impl Runner {
                 continue;
             }
             let deadline = session.next_deadline();
-            let reading = self.link.is_some() && self.emitter.has_room();
+            // While releasing, every line is read: what the T-Server sent before it
+            // confirmed must not stay behind in the socket (the release wait bounds it).
+            let reading = self.link.is_some() && (self.emitter.has_room() || session.is_releasing());
+            let (reader, writer) = match self.link.as_mut() {
+                Some((w, r)) => (Some(r), Some(w)),
+                None => (None, None),
+            };
             let wake = tokio::select! {
                 _ = stop.changed(), if !stopping => Wake::Stop,
                 _ = dns.changed(), if !stopping => Wake::Dns,
                 _ = self.emitter.settle() => Wake::Settled,
                 opened = opened(&mut self.opening), if self.opening.is_some() => Wake::Opened(opened),
-                line = read(self.link.as_mut().map(|(_, r)| r)), if reading => Wake::Line(line),
+                line = read(reader), if reading => Wake::Line(line),
+                reason = write_failed(writer) => Wake::WriteFailed(reason),
                 _ = sleep_until(deadline), if deadline.is_some() => Wake::Tick,
             };
             let now = Instant::now();
@@ -225,7 +232,8 @@ impl Runner {
                     self.opening = None;
                     self.link = Some((writer, reader));
                     self.session_id = uuid::Uuid::new_v4().to_string();
-                    self.failed_before = self.emitter.counts().failed;
+                    self.link_no += 1;
+                    self.unencodable = 0;
                     self.stats.connected.store(true, Ordering::Relaxed);
                     session.opened(server, now_ms(), now)
                 }
@@ -239,10 +247,11 @@ impl Runner {
                     session.on_unusable(&unusable, now)
                 }
                 Wake::Line(Err(e)) => session.lost(&e.to_string(), now),
+                Wake::WriteFailed(reason) => session.lost(&reason, now),
                 Wake::Tick => session.tick(now),
             };
         }
-        self.finish().await;
+        self.finish().await
     }
 
     /// Carry out one action of the session.
@@ -264,9 +273,11 @@ impl Runner {
             }
             Action::Emit(e) => self.emit(e),
             Action::EndLink { reason, finish } => {
-                self.link = None;
+                if let Some((_, mut reader)) = self.link.take() {
+                    self.salvage(&mut reader);
+                }
                 self.stats.connected.store(false, Ordering::Relaxed);
-                let lost = self.emitter.counts().failed - self.failed_before;
+                let lost = self.emitter.failed(self.link_no) + self.unencodable;
                 if finish {
                     info!(tserver = self.tserver, endpoint = %self.endpoint, %reason, "CTI link closed.");
                 } else {
@@ -291,11 +302,23 @@ impl Runner {
             body: e.body,
         };
         match encode(&event) {
-            Ok(bytes) => self.emitter.push(bytes),
+            Ok(bytes) => self.emitter.push(self.link_no, bytes),
             Err(error) => {
                 // Our own event types always encode; count it rather than crash if not.
-                self.stats.lost.fetch_add(1, Ordering::Relaxed);
+                self.unencodable += 1;
                 warn!(tserver = self.tserver, %error, "A captured event could not be encoded.");
+            }
+        }
+    }
+
+    /// The link is given up with complete lines still in its read buffer (a release
+    /// that timed out, a failed write): append the events among them rather than drop
+    /// them; they were sent while the link was up.
+    fn salvage(&mut self, reader: &mut LinkReader) {
+        for line in reader.drain_buffered() {
+            let Ok(Message::Event(event)) = parse_message(&line) else { continue };
+            if let Capture::Dn(body) = event.body.capture() {
+                self.emit(Emitted { server_time_ms: event.time_ms, link_seq: Some(event.seq as i64), body });
             }
         }
     }
@@ -334,8 +357,8 @@ impl Runner {
     }
 
     /// The session is over: wait a while for the broker to take what was read, then
-    /// leave the rest to a background task.
-    async fn finish(mut self) {
+    /// leave the rest to a background task, which is returned.
+    async fn finish(mut self) -> Option<JoinHandle<()>> {
         self.stats.connected.store(false, Ordering::Relaxed);
         self.stats.registered.store(0, Ordering::Relaxed);
         let drained = self.emitter.drain(self.settings.drain_wait).await;
@@ -347,7 +370,7 @@ impl Runner {
                 "The broker has not acknowledged every captured event yet; they stay queued."
             );
         }
-        self.emitter.detach(format!("T-Server {} events", self.tserver));
+        self.emitter.detach(format!("T-Server {} events", self.tserver))
     }
 }
 
@@ -355,6 +378,14 @@ impl Runner {
 async fn opened(opening: &mut Option<Opening>) -> Result<(LinkWriter, LinkReader, Option<String>), LinkError> {
     match opening {
         Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The reason writing to the link failed (never ready without a link).
+async fn write_failed(writer: Option<&mut LinkWriter>) -> String {
+    match writer {
+        Some(w) => w.failed().await,
         None => std::future::pending().await,
     }
 }

@@ -61,6 +61,7 @@ pub async fn run(log: Log, config: MonitorConfig, mut shutdown: watch::Receiver<
         changed: false,
         cluster: Cluster::new(liveness),
         deferred: BTreeSet::new(),
+        draining: BTreeMap::new(),
         link: config.link.clone(),
     };
     monitor.report(MonitorBody::Started(Started { host: hostname(), pid: std::process::id() as i32 })).await;
@@ -77,10 +78,14 @@ pub async fn run(log: Log, config: MonitorConfig, mut shutdown: watch::Receiver<
         let event = tokio::select! {
             _ = shutdown.changed() => break Ok(()),
             _ = heartbeat.tick() => {
+                monitor.drained();
                 monitor.heartbeat().await;
                 continue;
             }
             _ = retry.tick() => {
+                if monitor.drained() {
+                    monitor.changed = true;
+                }
                 monitor.retry_deferred().await;
                 continue;
             }
@@ -143,11 +148,7 @@ pub async fn run(log: Log, config: MonitorConfig, mut shutdown: watch::Receiver<
     };
     monitor.report(MonitorBody::Stopping(Stopping { reason: "shutdown".into() })).await;
     let ids: Vec<i32> = monitor.links.keys().copied().collect();
-    for id in ids {
-        if let Some(h) = monitor.links.remove(&id) {
-            h.stop().await;
-        }
-    }
+    monitor.release(ids).await;
     consumer.stop().await;
     others.stop().await;
     flush_before_exit(&log).await;
@@ -166,6 +167,8 @@ struct Monitor {
     cluster: Cluster,
     /// T-Servers this monitor should watch but another live monitor still holds.
     deferred: BTreeSet<i32>,
+    /// T-Servers released whose captured events are still on their way to the broker.
+    draining: BTreeMap<i32, tokio::task::JoinHandle<()>>,
     link: LinkSettings,
 }
 
@@ -195,7 +198,7 @@ impl Monitor {
                 self.deferred.remove(&tserver);
                 if let Some(old) = self.links.remove(&tserver) {
                     info!(tserver, endpoint = %t.endpoint(), "T-Server endpoint changed; reconnecting.");
-                    old.stop().await;
+                    self.stopped(tserver, old.stop().await);
                 }
                 self.changed = true;
                 info!(tserver, endpoint = %t.endpoint(), dns = dns.len(), "Watching T-Server.");
@@ -205,7 +208,8 @@ impl Monitor {
                 self.deferred.remove(&tserver);
                 if let Some(old) = self.links.remove(&tserver) {
                     info!(tserver, "Releasing T-Server.");
-                    old.stop().await;
+                    let draining = old.stop().await;
+                    self.stopped(tserver, draining);
                     self.changed = true;
                 }
             }
@@ -220,12 +224,31 @@ impl Monitor {
             if self.slots.desired(t).is_none() {
                 if let Some(h) = self.links.remove(&t) {
                     info!(tserver = t, "Releasing T-Server.");
-                    stopping.spawn(h.stop());
+                    stopping.spawn(async move { (t, h.stop().await) });
                     self.changed = true;
                 }
             }
         }
-        while stopping.join_next().await.is_some() {}
+        while let Some(done) = stopping.join_next().await {
+            if let Ok((t, draining)) = done {
+                self.stopped(t, draining);
+            }
+        }
+    }
+
+    /// A link stopped; if its events are still on their way to the broker, the T-Server
+    /// counts as held until they are appended, so no other monitor appends before them.
+    fn stopped(&mut self, tserver: i32, draining: Option<tokio::task::JoinHandle<()>>) {
+        if let Some(d) = draining {
+            self.draining.insert(tserver, d);
+        }
+    }
+
+    /// Forget drains that finished; true if any did (the heartbeat says so at once).
+    fn drained(&mut self) -> bool {
+        let before = self.draining.len();
+        self.draining.retain(|_, d| !d.is_finished());
+        self.draining.len() != before
     }
 
     /// Try again the T-Servers that waited for another monitor to let go.
@@ -236,16 +259,21 @@ impl Monitor {
         }
     }
 
+    /// T-Servers this monitor holds: a link, or captured events still on their way.
+    fn held(&self) -> BTreeSet<i32> {
+        self.links.keys().chain(self.draining.keys()).copied().collect()
+    }
+
     async fn heartbeat(&self) {
         let sessions = self.links.values().filter(|h| h.stats.connected()).count() as i32;
         let dns = self.links.values().map(|h| h.stats.registered()).sum::<i64>() as i32;
         let body = MonitorBody::Heartbeat(Heartbeat {
             slots: self.slots.owned(),
-            tservers: self.links.len() as i32,
+            tservers: self.held().len() as i32,
             dns,
             sessions: Some(sessions),
             rss_bytes: rss_bytes(),
-            tserver_ids: Some(self.links.keys().copied().collect()),
+            tserver_ids: Some(self.held().into_iter().collect()),
         });
         self.report(body).await;
     }

@@ -12,8 +12,12 @@ use netwatch_producers::cti::{Capture, Message, Unusable};
 use netwatch_schemas::calls::{CallBody, DnAddress, LinkConnected, LinkDisconnected};
 use tokio::time::Instant;
 
-/// How long a release waits for the T-Server to confirm every unregistration.
+/// How long a release waits for the T-Server to confirm every unregistration, counted
+/// from the last line read: while a T-Server still sends (a backlog TCP held back), the
+/// confirmations are behind that data.
 pub const RELEASE_WAIT: Duration = Duration::from_secs(2);
+/// A release never waits longer than this in all.
+pub const RELEASE_MAX: Duration = Duration::from_secs(30);
 /// Rate-limited notes (unusable lines, sequence jumps, refusals) are summed up this often.
 pub const NOTE_EVERY: Duration = Duration::from_secs(10);
 /// A link that stayed up this long resets the backoff.
@@ -108,8 +112,8 @@ enum State {
     Connecting,
     /// The link is open since `since`.
     Open { since: Instant },
-    /// Unregistrations sent; waiting for their answers until `deadline`.
-    Releasing { pending: BTreeSet<String>, deadline: Instant },
+    /// Unregistrations sent at `since`; waiting for their answers until `deadline`.
+    Releasing { pending: BTreeSet<String>, since: Instant, deadline: Instant },
     /// Over.
     Done,
 }
@@ -156,6 +160,13 @@ impl Session {
             last_refusal: (0, String::new()),
         };
         (session, vec![Action::Connect])
+    }
+
+    /// Is the session giving its T-Server up (waiting for unregistrations)? Then every
+    /// line is read, whatever the emitter holds: what the T-Server sent before it confirmed
+    /// must not stay behind in the socket.
+    pub fn is_releasing(&self) -> bool {
+        matches!(self.state, State::Releasing { .. })
     }
 
     /// Is the session over?
@@ -211,7 +222,8 @@ impl Session {
         self.state = State::Open { since: now };
         self.requested.clear();
         self.registered.clear();
-        self.next_seq = None;
+        // Every link numbers its events from 1.
+        self.next_seq = Some(1);
         let mut out = vec![
             Action::Note(Note::Connected { server }),
             Action::Emit(Emitted {
@@ -259,7 +271,7 @@ impl Session {
                     return vec![Action::EndLink { reason: "monitor released the T-Server".into(), finish: true }];
                 }
                 let out = pending.iter().map(|dn| Action::Unregister(dn.clone())).collect();
-                self.state = State::Releasing { pending, deadline: now + RELEASE_WAIT };
+                self.state = State::Releasing { pending, since: now, deadline: now + RELEASE_WAIT };
                 out
             }
             State::Releasing { .. } | State::Done => Vec::new(),
@@ -279,7 +291,7 @@ impl Session {
                 self.state = State::Connecting;
                 out.push(Action::Connect);
             }
-            State::Releasing { pending, deadline } if now >= *deadline => {
+            State::Releasing { pending, deadline, .. } if now >= *deadline => {
                 let reason = format!("monitor released the T-Server ({} DNs not confirmed unregistered)", pending.len());
                 self.registered.clear();
                 self.state = State::Done;
@@ -307,22 +319,42 @@ impl Session {
         }
     }
 
+    /// A line arrived: a release waits on while the T-Server still sends.
+    fn heard(&mut self, now: Instant) {
+        if let State::Releasing { since, deadline, .. } = &mut self.state {
+            *deadline = (now + RELEASE_WAIT).min(*since + RELEASE_MAX);
+        }
+    }
+
     /// A line that is not a usable message. An unusable event still took its place in
     /// the link's sequence: the next event is expected after it.
     pub fn on_unusable(&mut self, why: &Unusable, now: Instant) -> Vec<Action> {
+        self.heard(now);
+        let mut out = Vec::new();
         if let Some(seq) = why.seq() {
-            self.next_seq = Some(seq + 1);
+            self.sequence(seq, now, &mut out);
         }
         self.last_unusable = why.to_string();
-        let mut out = Vec::new();
         if self.unusable.count(now) {
             self.notes(now, &mut out);
         }
         out
     }
 
+    /// Check an event's `seq` against the one expected; note a jump or a repeat.
+    fn sequence(&mut self, seq: u64, now: Instant, out: &mut Vec<Action>) {
+        if let Some(expected) = self.next_seq.filter(|e| *e != seq) {
+            self.last_jump = (expected, seq);
+            if self.seq_jumps.count(now) {
+                self.notes(now, out);
+            }
+        }
+        self.next_seq = Some(seq + 1);
+    }
+
     /// A message from the T-Server. `now_ms` stamps answers that carry no time.
     pub fn on_message(&mut self, message: Message, now_ms: i64, now: Instant) -> Vec<Action> {
+        self.heard(now);
         let mut out = Vec::new();
         match message {
             Message::EventRegistered { dn, time_ms, .. } => {
@@ -343,13 +375,8 @@ impl Session {
                 }
             }
             Message::Event(event) => {
-                if let Some(expected) = self.next_seq.filter(|e| *e != event.seq) {
-                    self.last_jump = (expected, event.seq);
-                    if self.seq_jumps.count(now) {
-                        self.notes(now, &mut out);
-                    }
-                }
-                self.next_seq = Some(event.seq + 1);
+                self.sequence(event.seq, now, &mut out);
+                // The parser keeps seq within 1..=i64::MAX.
                 let seq = Some(event.seq as i64);
                 match event.body.capture() {
                     Capture::Dn(body) => out.push(emit(event.time_ms, seq, body)),

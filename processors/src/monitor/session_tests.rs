@@ -126,19 +126,30 @@ async fn events_carry_their_seq_and_jumps_are_noted_at_a_bounded_rate() {
 #[tokio::test(start_paused = true)]
 async fn unusable_lines_are_counted_the_first_logged_at_once_the_rest_summed_up() {
     let mut s = open_with(&["5001"]);
-    let bad = parse_message(b"{\"type\":\"Event\",\"seq\":1,\"time_ms\":1,\"event\":\"EventRinging\",\"dn\":\"5001\"}").unwrap_err();
-    let out = s.on_unusable(&bad, Instant::now());
+    // Events without a ConnID, numbered on as the T-Server does.
+    let bad = |seq: u64| {
+        let line = format!(r#"{{"type":"Event","seq":{seq},"time_ms":1,"event":"EventRinging","dn":"5001"}}"#);
+        parse_message(line.as_bytes()).unwrap_err()
+    };
+    let out = s.on_unusable(&bad(1), Instant::now());
     assert!(matches!(&out[..], [Action::Note(Note::Unusable { count: 1, total: 1, .. })]), "{out:?}");
-    for _ in 0..5 {
-        assert!(s.on_unusable(&bad, Instant::now()).is_empty());
+    for seq in 2..=6 {
+        assert!(s.on_unusable(&bad(seq), Instant::now()).is_empty());
     }
     tokio::time::advance(NOTE_EVERY).await;
     let out = s.tick(Instant::now());
     let [Action::Note(Note::Unusable { count: 5, total: 6, last })] = &out[..] else { panic!("{out:?}") };
-    assert_eq!(last, "EventRinging: missing field `connid`");
+    assert_eq!(last, "EventRinging: missing required attribute `connid`");
     assert_eq!(s.unusable_total(), 6);
     assert!(s.on_message(Message::EventLinksDropped { ref_id: 1, dropped: 0 }, 0, Instant::now()).is_empty(), "counted, not yet logged");
     assert_eq!(s.unusable_total(), 7);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_link_whose_first_event_is_not_seq_1_is_noted() {
+    let mut s = open_with(&["5001"]);
+    let out = s.on_message(event(4, ringing("5001", "c1")), 0, Instant::now());
+    assert!(out.contains(&Action::Note(Note::SeqJumps { count: 1, expected: 1, got: 4 })), "{out:?}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -189,6 +200,25 @@ async fn a_release_gives_up_waiting_after_the_release_wait() {
         vec![Action::EndLink { reason: "monitor released the T-Server (1 DNs not confirmed unregistered)".into(), finish: true }]
     );
     assert!(s.is_done());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_release_waits_on_while_the_tserver_still_sends_but_not_forever() {
+    let mut s = open_with(&["5001"]);
+    let t0 = Instant::now();
+    s.release(t0);
+    let mut now = t0;
+    let mut seq = 0;
+    // A backlog keeps arriving, one event every second: the wait moves with it...
+    while now < t0 + RELEASE_MAX - Duration::from_secs(1) {
+        now += Duration::from_secs(1);
+        seq += 1;
+        s.on_message(event(seq, ringing("5001", "c")), 0, now);
+        assert!(s.tick(now).is_empty(), "still releasing at {:?}", now - t0);
+    }
+    // ... but never past RELEASE_MAX.
+    assert_eq!(s.next_deadline(), Some(t0 + RELEASE_MAX));
+    assert!(matches!(&s.tick(t0 + RELEASE_MAX)[..], [Action::EndLink { finish: true, .. }]));
 }
 
 #[tokio::test(start_paused = true)]

@@ -299,11 +299,8 @@ async fn serve_client(
                 Message::EventError { ref_id: Some(ref_id), code: 409, text: Some("link is already open".into()) }
             }
             (Request::RequestRegisterAddress { ref_id, dn }, Some(id)) => {
-                switch.register(id, &dn);
-                if tx.send(Message::EventRegistered { ref_id, dn: dn.clone(), time_ms: Some(now_ms()) }).is_err() {
-                    break;
-                }
-                switch.replay_agent_state(id, &dn);
+                let answer = Message::EventRegistered { ref_id, dn: dn.clone(), time_ms: Some(now_ms()) };
+                switch.register_and_answer(id, &dn, Some(answer));
                 continue;
             }
             (Request::RequestUnregisterAddress { ref_id, dn }, Some(id)) => {
@@ -375,7 +372,7 @@ async fn ask<T>(
     pick: impl Fn(Message) -> Option<(u64, T)>,
 ) -> Result<T, LinkError> {
     let (mut w, mut r, _) = open(endpoint, client, Duration::from_secs(5)).await?;
-    let want = w.send(request).await?;
+    let want = w.send(request)?;
     loop {
         let line =
             tokio::time::timeout(Duration::from_secs(5), r.next_line()).await.map_err(|_| LinkError::ConnectTimeout(endpoint.into()))??;

@@ -130,6 +130,12 @@ impl Switch {
 
     /// Register a DN for a client.
     pub fn register(&self, id: u64, dn: &str) {
+        self.register_and_answer(id, dn, None);
+    }
+
+    /// Register a DN for a client and, in the same step, queue `answer` to it and then the
+    /// agent state at the DN: no event of the DN can come before its `EventRegistered`.
+    pub fn register_and_answer(&self, id: u64, dn: &str, answer: Option<Message>) {
         let mut s = self.lock();
         let holders = s.registrations.entry(dn.to_string()).or_default();
         let inserted = holders.insert(id);
@@ -137,6 +143,16 @@ impl Switch {
         if overlap {
             s.overlaps += 1;
             tracing::warn!(%dn, "DN registered by a second client while another still has it.");
+        }
+        if let Some(answer) = answer {
+            let agent = if s.switch_down { None } else { s.agents.get(dn).cloned() };
+            if let Some(c) = s.clients.get_mut(&id) {
+                let _ = c.tx.send(answer);
+                if let Some((time_ms, body)) = agent {
+                    c.seq += 1;
+                    let _ = c.tx.send(Message::Event(Box::new(TEvent { seq: c.seq, time_ms, body })));
+                }
+            }
         }
         drop(s);
         self.registrations_changed.notify_waiters();
@@ -159,17 +175,6 @@ impl Switch {
     pub fn all_registered(&self, dns: &BTreeSet<String>) -> bool {
         let s = self.lock();
         dns.iter().all(|d| s.registrations.contains_key(d))
-    }
-
-    /// Tell a client that just registered a DN the agent state there, as the event that
-    /// set it (a real T-Server reports it in answer to a query of the address).
-    pub fn replay_agent_state(&self, id: u64, dn: &str) {
-        let mut s = self.lock();
-        let Some((time_ms, body)) = s.agents.get(dn).cloned() else { return };
-        if let Some(c) = s.clients.get_mut(&id) {
-            c.seq += 1;
-            let _ = c.tx.send(Message::Event(Box::new(TEvent { seq: c.seq, time_ms, body })));
-        }
     }
 
     /// Deliver an event to every client that registered its DN (none while the switch
@@ -290,8 +295,8 @@ mod tests {
         switch.deliver(5, &login("5001"));
         let (tx, mut rx) = mpsc::unbounded_channel();
         let (c, _) = switch.connect("m1".into(), tx);
-        switch.register(c, "5001");
-        switch.replay_agent_state(c, "5001");
+        switch.register_and_answer(c, "5001", Some(Message::EventRegistered { ref_id: 1, dn: "5001".into(), time_ms: None }));
+        assert!(matches!(rx.try_recv(), Ok(Message::EventRegistered { .. })), "the answer comes first");
         let Ok(Message::Event(e)) = rx.try_recv() else { panic!("the agent state is replayed") };
         assert_eq!((e.time_ms, e.body.clone()), (5, login("5001")));
         let (tx2, _rx2) = mpsc::unbounded_channel();

@@ -9,7 +9,11 @@
 use std::collections::BTreeMap;
 
 use netwatch_schemas::calls::{AgentEventKind, CallType, TEventKind};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
+
+mod parse;
+
+pub use parse::{parse_message, Unusable};
 
 /// Longest line either side accepts, without its `\n`; longer input means framing is lost.
 pub const MAX_LINE: usize = 64 * 1024;
@@ -33,33 +37,33 @@ pub enum Request {
 }
 
 /// Attributes of a telephony event (ThisDN, ConnID, OtherDN, ...).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct CallInfo {
     pub dn: String,
     pub connid: String,
-    #[serde(default, deserialize_with = "lenient_call_type", skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub call_type: Option<CallType>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub other_dn: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub third_party_dn: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub previous_connid: Option<String>,
 }
 
 /// Attributes of an agent event.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct AgentInfo {
     pub dn: String,
     pub agent_id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
 
 /// Attributes of a switch-link event.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct SwitchLinkInfo {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
 
@@ -85,33 +89,32 @@ fn up() -> bool {
 }
 
 /// Server to client: answers to requests and unsolicited events.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "type")]
 pub enum Message {
     EventServerInfo {
         ref_id: u64,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(skip_serializing_if = "Option::is_none")]
         server: Option<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(skip_serializing_if = "Option::is_none")]
         time_ms: Option<i64>,
     },
     EventRegistered {
         ref_id: u64,
         dn: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(skip_serializing_if = "Option::is_none")]
         time_ms: Option<i64>,
     },
     EventUnregistered {
         ref_id: u64,
         dn: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(skip_serializing_if = "Option::is_none")]
         time_ms: Option<i64>,
     },
     EventError {
-        #[serde(default)]
         ref_id: Option<u64>,
         code: i64,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(skip_serializing_if = "Option::is_none")]
         text: Option<String>,
     },
     EventStatus {
@@ -128,7 +131,7 @@ pub enum Message {
 }
 
 /// An event as the T-Server reports it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct TEvent {
     /// Position of the event on this link, from 1.
     pub seq: u64,
@@ -139,7 +142,7 @@ pub struct TEvent {
 }
 
 /// Telephony, agent and switch-link events, named as in T-Library.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "event")]
 pub enum TEventBody {
     EventRinging(CallInfo),
@@ -182,97 +185,6 @@ pub const EVENT_NAMES: [&str; 15] = [
     "EventLinkDisconnected",
 ];
 
-/// `call_type` as the document defines it: one of five names; any other string reads as
-/// `Unknown`; absent or null is `None`.
-fn lenient_call_type<'de, D: Deserializer<'de>>(d: D) -> Result<Option<CallType>, D::Error> {
-    let name: Option<String> = Option::deserialize(d)?;
-    Ok(name.map(|n| match n.as_str() {
-        "Inbound" => CallType::Inbound,
-        "Outbound" => CallType::Outbound,
-        "Internal" => CallType::Internal,
-        "Consult" => CallType::Consult,
-        _ => CallType::Unknown,
-    }))
-}
-
-/// Why a line is not a usable message (docs/cti-link.md, "Framing").
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum Unusable {
-    #[error("the line is not UTF-8")]
-    NotUtf8,
-    #[error("the line is not a JSON object: {0}")]
-    NotJson(String),
-    #[error("the message has no string `type`")]
-    NoType,
-    #[error("unknown message type {0:?}")]
-    UnknownType(String),
-    #[error("unknown event {name:?}")]
-    UnknownEvent { name: String, seq: Option<u64> },
-    #[error("{name}: {reason}")]
-    BadAttributes { name: String, reason: String, seq: Option<u64> },
-}
-
-impl Unusable {
-    /// A short label for counting unusable messages by kind.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Unusable::NotUtf8 | Unusable::NotJson(_) => "not_json",
-            Unusable::NoType => "no_type",
-            Unusable::UnknownType(_) => "unknown_type",
-            Unusable::UnknownEvent { .. } => "unknown_event",
-            Unusable::BadAttributes { .. } => "bad_attributes",
-        }
-    }
-
-    /// The `seq` of an unusable event, if it had a usable one: the event still took its
-    /// place in the link's sequence.
-    pub fn seq(&self) -> Option<u64> {
-        match self {
-            Unusable::UnknownEvent { seq, .. } | Unusable::BadAttributes { seq, .. } => *seq,
-            _ => None,
-        }
-    }
-}
-
-/// Parse one line (without its `\n`; a trailing `\r` is allowed) into a message.
-pub fn parse_message(line: &[u8]) -> Result<Message, Unusable> {
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    match serde_json::from_slice::<Message>(line) {
-        Ok(Message::Event(e)) if e.seq == 0 => {
-            Err(Unusable::BadAttributes { name: event_name(&e.body).into(), reason: "`seq` must be at least 1".into(), seq: None })
-        }
-        Ok(m) => Ok(m),
-        Err(e) => Err(classify(line, e)),
-    }
-}
-
-/// Say why a line that did not parse as a message is unusable.
-fn classify(line: &[u8], error: serde_json::Error) -> Unusable {
-    let text = match std::str::from_utf8(line) {
-        Ok(t) => t,
-        Err(_) => return Unusable::NotUtf8,
-    };
-    let value: serde_json::Value = match serde_json::from_str(text) {
-        Ok(v) => v,
-        Err(e) => return Unusable::NotJson(e.to_string()),
-    };
-    let Some(object) = value.as_object() else { return Unusable::NotJson("not an object".into()) };
-    let Some(kind) = object.get("type").and_then(|t| t.as_str()) else { return Unusable::NoType };
-    if !MESSAGE_TYPES.contains(&kind) {
-        return Unusable::UnknownType(kind.to_string());
-    }
-    let mut name = kind.to_string();
-    let seq = object.get("seq").and_then(|s| s.as_u64()).filter(|s| *s >= 1);
-    if kind == "Event" {
-        match object.get("event").and_then(|e| e.as_str()) {
-            Some(event) if !EVENT_NAMES.contains(&event) => return Unusable::UnknownEvent { name: event.to_string(), seq },
-            Some(event) => name = event.to_string(),
-            None => return Unusable::BadAttributes { name, reason: "missing string attribute `event`".into(), seq },
-        }
-    }
-    Unusable::BadAttributes { name, reason: error.to_string(), seq }
-}
-
 /// The T-Library name of an event.
 pub fn event_name(body: &TEventBody) -> &'static str {
     match body {
@@ -291,16 +203,6 @@ pub fn event_name(body: &TEventBody) -> &'static str {
         TEventBody::EventAgentAfterCallWork(_) => "EventAgentAfterCallWork",
         TEventBody::EventLinkConnected(_) => "EventLinkConnected",
         TEventBody::EventLinkDisconnected(_) => "EventLinkDisconnected",
-    }
-}
-
-/// Which optional attributes the document lists for a telephony event:
-/// (`third_party_dn`, `previous_connid`). `call_type` and `other_dn` are listed for all.
-fn listed(kind: TEventKind) -> (bool, bool) {
-    match kind {
-        TEventKind::Ringing | TEventKind::Established | TEventKind::Released => (true, false),
-        TEventKind::PartyChanged => (true, true),
-        TEventKind::Dialing | TEventKind::Held | TEventKind::Retrieved | TEventKind::Abandoned => (false, false),
     }
 }
 
@@ -388,26 +290,23 @@ impl TEventBody {
         }
     }
 
-    /// What the event means for `calls`: attributes the document does not list for the
-    /// event are left out, a missing `call_type` is `Unknown`, and `reason` is kept only
-    /// on a not-ready event.
+    /// What the event means for `calls` (a missing `call_type` is `Unknown`). The parser
+    /// already left out attributes the document does not list for the event.
     pub fn capture(&self) -> Capture {
         use netwatch_schemas::calls::{Agent, CallBody, Telephony};
         if let Some((kind, c)) = self.telephony() {
-            let (third, previous) = listed(kind);
             return Capture::Dn(CallBody::Telephony(Telephony {
                 kind,
                 dn: c.dn.clone(),
                 connid: c.connid.clone(),
                 call_type: c.call_type.unwrap_or(CallType::Unknown),
                 other_dn: c.other_dn.clone(),
-                third_party_dn: c.third_party_dn.clone().filter(|_| third),
-                previous_connid: c.previous_connid.clone().filter(|_| previous),
+                third_party_dn: c.third_party_dn.clone(),
+                previous_connid: c.previous_connid.clone(),
             }));
         }
         if let Some((kind, a)) = self.agent_event() {
-            let reason = a.reason.clone().filter(|_| kind == AgentEventKind::NotReady);
-            return Capture::Dn(CallBody::Agent(Agent { kind, dn: a.dn.clone(), agent_id: a.agent_id.clone(), reason }));
+            return Capture::Dn(CallBody::Agent(Agent { kind, dn: a.dn.clone(), agent_id: a.agent_id.clone(), reason: a.reason.clone() }));
         }
         match self {
             TEventBody::EventLinkDisconnected(l) => Capture::SwitchDown(l.reason.clone()),
@@ -475,7 +374,7 @@ mod tests {
 
     #[test]
     fn attributes_the_document_does_not_list_for_an_event_are_left_out() {
-        let line = br#"{"type":"Event","seq":2,"time_ms":5,"event":"EventHeld","dn":"5001","connid":"c1","third_party_dn":"5002","previous_connid":"c0","x":1}"#;
+        let line = br#"{"type":"Event","seq":2,"time_ms":5,"event":"EventHeld","dn":"5001","connid":"c1","third_party_dn":5002,"previous_connid":"c0","x":1}"#;
         let Message::Event(e) = parse_message(line).unwrap() else { panic!("an event") };
         assert_eq!(
             e.body.capture(),
@@ -509,7 +408,18 @@ mod tests {
             assert_eq!(err.kind(), kind, "{:?}: {err}", String::from_utf8_lossy(line));
         }
         let err = parse_message(br#"{"type":"Event","seq":1,"time_ms":1,"event":"EventRinging","dn":"5001"}"#).unwrap_err();
-        assert_eq!(err.to_string(), "EventRinging: missing field `connid`");
+        assert_eq!(err.to_string(), "EventRinging: missing required attribute `connid`");
+        let err = parse_message(br#"{"type":"Event","seq":1,"time_ms":1,"event":"EventHeld","dn":"5001","connid":7}"#).unwrap_err();
+        assert_eq!(err.to_string(), "EventHeld: `connid` must be a string");
+    }
+
+    #[test]
+    fn seq_is_a_positive_signed_64_bit_integer() {
+        let line = |seq: &str| format!(r#"{{"type":"Event","seq":{seq},"time_ms":1,"event":"EventLinkConnected"}}"#);
+        assert!(parse_message(line("9223372036854775807").as_bytes()).is_ok());
+        for bad in ["0", "-1", "9223372036854775808", "1.5", "\"1\""] {
+            assert!(parse_message(line(bad).as_bytes()).is_err(), "seq {bad}");
+        }
     }
 
     #[test]
