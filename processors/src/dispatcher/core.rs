@@ -431,14 +431,17 @@ impl Dispatcher {
         loads.sort_by(|a, b| (a.load - a.rss_points, &a.monitor).cmp(&(b.load - b.rss_points, &b.monitor)));
         let (Some(lo), Some(hi)) = (loads.first(), loads.last()) else { return Vec::new() };
         let gap = (hi.load - hi.rss_points) - (lo.load - lo.rss_points);
+        // The candidate is chosen among every T-Server on the most loaded monitor, not
+        // only this dispatcher's: all dispatchers see the same loads and pick the same
+        // one, and only its owner moves it. Two dispatchers each moving one of their own
+        // at the same moment would overshoot and move them back, forever.
         let candidate = hi
             .tservers
             .iter()
-            .filter(|t| owned(**t))
             .map(|t| (*t, self.dns_of(*t) + TSERVER_WEIGHT))
             .filter(|(_, w)| *w + *w / 10 < gap)
             .min_by_key(|(t, w)| ((2 * w - gap).abs(), *t));
-        let Some((tserver, _)) = candidate else { return Vec::new() };
+        let Some((tserver, _)) = candidate.filter(|(t, _)| owned(*t)) else { return Vec::new() };
         let Some(target) = lo.slots.iter().copied().min_by_key(|s| (self.tservers_in(*s), *s)) else { return Vec::new() };
         self.moves.push_back(now_ms);
         self.revoke(tserver, Some(target))

@@ -199,6 +199,77 @@ fn a_joining_monitor_receives_tservers_one_move_at_a_time_after_release() {
     assert!(per.iter().max().unwrap() - per.iter().min().unwrap() <= 10, "balanced to one T-Server: {per:?}");
 }
 
+/// Two dispatchers share the T-Servers (1–3 and 4–6) and see the same site: at any tick
+/// at most one of them starts a move, and the loads settle instead of swinging.
+#[test]
+fn two_dispatchers_never_move_at_the_same_moment_and_the_loads_settle() {
+    let mut site = Site::new(&[("a", vec![0, 1, 2, 3]), ("b", vec![4, 5, 6, 7])]);
+    for t in 1..=6 {
+        site.change(ConfigChange::TServerCreated(ts(t, 7000 + t)));
+        for i in 0..10 {
+            site.change(ConfigChange::DnCreated(dn(t, t * 100 + i, &format!("{t}0{i}"))));
+        }
+    }
+    // A second dispatcher with the same view: `site.d` owns T-Servers 1–3, it 4–6. The
+    // most loaded monitor, a, holds 1, 3 and 5: both have a candidate there.
+    let mut other = Dispatcher::new(settings());
+    for t in 1..=6 {
+        other.apply(&ConfigChange::TServerCreated(ts(t, 7000 + t))).unwrap();
+        for i in 0..10 {
+            other.apply(&ConfigChange::DnCreated(dn(t, t * 100 + i, &format!("{t}0{i}")))).unwrap();
+        }
+    }
+    for (slot, cmd) in site.log.values() {
+        other.observe(*slot, cmd);
+    }
+    site.monitors.insert("b".into(), vec![4, 5]);
+    site.monitors.insert("c".into(), vec![6, 7]);
+    let first_half = |t: i32| t <= 3;
+    let mut movers_per_tick = Vec::new();
+    for _ in 0..60 {
+        site.now += 1_000;
+        site.heartbeats();
+        let held: Vec<MonitorEvent> = site
+            .monitors
+            .iter()
+            .map(|(id, slots)| {
+                let held = site.held(slots);
+                MonitorEvent {
+                    monitor_id: id.clone(),
+                    at_ms: site.now,
+                    body: MonitorBody::Heartbeat(Heartbeat {
+                        slots: slots.clone(),
+                        tservers: held.len() as i32,
+                        dns: 0,
+                        sessions: None,
+                        rss_bytes: None,
+                        tserver_ids: Some(held),
+                    }),
+                }
+            })
+            .collect();
+        held.iter().for_each(|e| other.observe_monitor(e));
+        let mine = site.d.tick(site.now, first_half);
+        let theirs = other.tick(site.now, |t| !first_half(t));
+        let revokes = |out: &[Emitted]| out.iter().filter(|(_, c)| matches!(c, Command::RevokeTServer(_))).count();
+        movers_per_tick.push(usize::from(revokes(&mine) > 0) + usize::from(revokes(&theirs) > 0));
+        // Each sees the other's commands on the assignments tail.
+        for (slot, cmd) in &theirs {
+            site.d.observe(*slot, cmd);
+        }
+        for (slot, cmd) in &mine {
+            other.observe(*slot, cmd);
+        }
+        site.record(mine);
+        site.record(theirs);
+    }
+    assert!(movers_per_tick.iter().all(|m| *m <= 1), "two dispatchers moved at once: {movers_per_tick:?}");
+    let per: Vec<usize> = site.dns_per_monitor().values().copied().collect();
+    assert_eq!(per, [20, 20, 20], "balanced, two T-Servers each");
+    let moves: usize = movers_per_tick.iter().sum();
+    assert!(moves <= 2, "{moves} moves for a site two moves balance");
+}
+
 #[test]
 fn a_tserver_held_by_a_live_monitor_waits_and_a_dead_one_does_not_block() {
     let mut d = Dispatcher::new(settings());
