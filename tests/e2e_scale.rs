@@ -1,10 +1,13 @@
 //! Dispatchers and monitors at scale, against a real broker with separate processes:
-//! balanced placement, monitor failover, a joining monitor, a dispatcher killed while
-//! DNs are created, and a dropped CTI link.
+//! balanced placement; a monitor joining, leaving and killed without a blackout (the
+//! simulators sampled every 200 ms); a dispatcher killed while DNs are created; a dropped
+//! CTI link.
 
 mod harness;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use harness::{dump_logs, exclusive, free_port, overlaps, registrations, wait_for, Proc, World};
@@ -84,8 +87,119 @@ impl Drop for DumpOnPanic {
     }
 }
 
+/// Who watches each T-Server at one moment: the one client holding all its DNs, or none
+/// (some DN unregistered); and how many DNs were held by two clients at once.
+struct Sample {
+    at: Instant,
+    holders: Vec<Option<String>>,
+    doubles: usize,
+}
+
+/// Samples the simulators every 200 ms (their status over the CTI link itself, not a
+/// process per query) until stopped.
+struct Sampler {
+    samples: Arc<Mutex<Vec<Sample>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Sampler {
+    fn start(endpoints: Vec<String>, dns: usize) -> Sampler {
+        let samples: Arc<Mutex<Vec<Sample>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (out, stopped) = (samples.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            while !stopped.load(Ordering::SeqCst) {
+                let at = Instant::now();
+                let mut holders = Vec::new();
+                let mut doubles = 0;
+                for e in &endpoints {
+                    let Ok(status) = rt.block_on(netwatch_producers::sim::query_status(e)) else {
+                        holders.push(None);
+                        continue;
+                    };
+                    doubles += status.registrations.values().filter(|h| h.len() > 1).count();
+                    let names: BTreeSet<&String> = status.registrations.values().flatten().collect();
+                    let complete = status.registrations.len() == dns && status.registrations.values().all(|h| h.len() == 1);
+                    holders.push(match (complete, names.into_iter().next()) {
+                        (true, Some(one)) if status.registrations.values().all(|h| &h[0] == one) => Some(one.clone()),
+                        _ => None,
+                    });
+                }
+                out.lock().unwrap().push(Sample { at, holders, doubles });
+                std::thread::sleep(Duration::from_millis(200).saturating_sub(at.elapsed()));
+            }
+        });
+        Sampler { samples, stop, thread: Some(thread) }
+    }
+
+    /// The samples taken since `from`.
+    fn since(&self, from: Instant) -> Vec<(Instant, Vec<Option<String>>, usize)> {
+        self.samples.lock().unwrap().iter().filter(|s| s.at >= from).map(|s| (s.at, s.holders.clone(), s.doubles)).collect()
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Per T-Server over a phase: did one monitor hold it in every sample (it never moved),
+/// and the longest stretch it was unwatched (from the first sample without a holder to
+/// the next sample with one).
+fn phase(samples: &[(Instant, Vec<Option<String>>, usize)], tservers: usize) -> Vec<(bool, Duration)> {
+    (0..tservers)
+        .map(|t| {
+            let held: Vec<(Instant, Option<&String>)> = samples.iter().map(|(at, h, _)| (*at, h[t].as_ref())).collect();
+            let first = held.first().and_then(|(_, h)| *h);
+            let stayed = first.is_some() && held.iter().all(|(_, h)| *h == first);
+            let mut longest = Duration::ZERO;
+            let mut since: Option<Instant> = None;
+            for (at, h) in &held {
+                match (h, since) {
+                    (None, None) => since = Some(*at),
+                    (Some(_), Some(s)) => {
+                        longest = longest.max(*at - s);
+                        since = None;
+                    }
+                    _ => {}
+                }
+            }
+            if let (Some(s), Some((last, _))) = (since, held.last()) {
+                longest = longest.max(*last - s);
+            }
+            (stayed, longest)
+        })
+        .collect()
+}
+
+/// What a phase's samples must show: no DN held twice; every T-Server unwatched at most
+/// `max_gap`; and those whose holder did not change watched in every sample.
+fn check_phase(name: &str, samples: &[(Instant, Vec<Option<String>>, usize)], max_gap: Duration) {
+    assert!(samples.len() > 10, "{name}: only {} samples", samples.len());
+    assert!(samples.iter().all(|(_, _, d)| *d == 0), "{name}: a DN was registered by two monitors");
+    let per = phase(samples, samples[0].1.len());
+    for (t, (stayed, gap)) in per.iter().enumerate() {
+        if *stayed {
+            assert_eq!(*gap, Duration::ZERO, "{name}: T-Server {} did not move but was unwatched", t + 1);
+        }
+        assert!(*gap <= max_gap, "{name}: T-Server {} was unwatched for {gap:?}", t + 1);
+    }
+    let moved: Vec<String> = per.iter().enumerate().filter(|(_, (s, _))| !s).map(|(t, (_, g))| format!("{}: {g:?}", t + 1)).collect();
+    eprintln!(
+        "{name}: {} samples; T-Servers that moved, with their longest gap: [{}]; the others stayed watched",
+        samples.len(),
+        moved.join(", ")
+    );
+}
+
 #[test]
-fn three_monitors_balance_survive_a_kill_and_share_with_a_fourth() {
+fn monitors_join_leave_and_die_without_a_blackout() {
     let _serial = exclusive();
     let w = World::start();
     let site = site(&w, 6, 50);
@@ -117,45 +231,49 @@ fn three_monitors_balance_survive_a_kill_and_share_with_a_fourth() {
         }
     });
     eprintln!("DNs per monitor: {per:?}");
-
-    // kill -9 of one monitor: survivors take its T-Servers within the session timeout
-    // plus 10 s.
-    monitors.get_mut("m1").unwrap().kill();
-    let killed = Instant::now();
-    wait_for("survivors to hold every DN", SESSION_TIMEOUT + Duration::from_secs(10), || exactly_once(&w, &site, 300, &["m2", "m3"]));
-    eprintln!("failover took {:?}", killed.elapsed());
-
-    // A fourth monitor joins: it receives T-Servers until balanced; DNs that move are
-    // registered again within a few seconds (polled: the longest gap any DN showed).
-    monitors.insert("m4", spawn_monitor("m4"));
-    let mut unregistered_since: BTreeMap<String, Instant> = BTreeMap::new();
-    let mut longest_gap = Duration::ZERO;
-    let all_dns: BTreeSet<String> = (1..=6).flat_map(|t| (1..=50).map(move |i| format!("{t}{i:03}"))).collect();
-    let per = wait_for("m4 to get T-Servers and the load to balance", Duration::from_secs(90), || {
-        let regs = all_registrations(&w, &site)?;
-        let now = Instant::now();
-        for dn in &all_dns {
-            if regs.contains_key(dn) {
-                if let Some(since) = unregistered_since.remove(dn) {
-                    longest_gap = longest_gap.max(now - since);
-                }
-            } else {
-                unregistered_since.entry(dn.clone()).or_insert(now);
-            }
-        }
-        let per = exactly_once(&w, &site, 300, &["m2", "m3", "m4"])?;
+    let sampler = Sampler::start(site.endpoints.clone(), 50);
+    let balanced = |ids: &[&str]| {
+        let per = exactly_once(&w, &site, 300, ids)?;
         let (max, min) = (*per.values().max().unwrap(), *per.values().min().unwrap());
         if min > 0 && max - min <= 50 {
             Ok(per)
         } else {
             Err(format!("{per:?}"))
         }
-    });
-    eprintln!("after m4 joined: {per:?}; longest re-registration gap {longest_gap:?}");
-    // A few seconds: a rebalance of the group takes one to three; when the broker hands a
-    // share of the slots to the dead member (docs/broker-notes.md), evacuation adds the
-    // liveness window (3 s here).
-    assert!(longest_gap <= Duration::from_secs(8), "a moved DN stayed unregistered for {longest_gap:?}");
+    };
+
+    // A fourth monitor joins: it receives T-Servers; only those move.
+    let start = Instant::now();
+    monitors.insert("m4", spawn_monitor("m4"));
+    let per = wait_for("m4 to get T-Servers and the load to balance", Duration::from_secs(90), || balanced(&["m1", "m2", "m3", "m4"]));
+    std::thread::sleep(Duration::from_secs(2)); // samples after the last move: the phase's end
+    eprintln!("after m4 joined: {per:?}");
+    check_phase("join", &sampler.since(start), Duration::from_secs(2));
+
+    // It leaves gracefully (SIGTERM): its T-Servers move back, the others stay.
+    let start = Instant::now();
+    let m4 = monitors.remove("m4").unwrap();
+    assert!(std::process::Command::new("kill").arg(m4.pid().to_string()).status().unwrap().success());
+    let per = wait_for("m4's T-Servers back on m1–m3", Duration::from_secs(60), || balanced(&["m1", "m2", "m3"]));
+    std::thread::sleep(Duration::from_secs(2));
+    eprintln!("after m4 left: {per:?}");
+    check_phase("graceful leave", &sampler.since(start), Duration::from_secs(2));
+    drop(m4);
+
+    // kill -9 of a monitor: survivors register its T-Servers within 10 s; their own stay.
+    let start = Instant::now();
+    monitors.get_mut("m3").unwrap().kill();
+    wait_for("survivors to hold every DN within 10 s", Duration::from_secs(10), || exactly_once(&w, &site, 300, &["m1", "m2"]));
+    eprintln!("failover took {:?}", start.elapsed());
+    std::thread::sleep(Duration::from_secs(2));
+    let samples = sampler.since(start);
+    assert!(samples.iter().all(|(_, _, d)| *d == 0), "kill: a DN was registered by two monitors");
+    let first = &samples[0].1;
+    for (t, (stayed, gap)) in phase(&samples, first.len()).iter().enumerate() {
+        let survivor = matches!(first[t].as_deref(), Some("m1") | Some("m2"));
+        assert!(!survivor || (*stayed && gap.is_zero()), "kill: T-Server {} of a survivor was unwatched for {gap:?}", t + 1);
+    }
+    drop(sampler);
 
     // At no moment was a DN registered by two monitors.
     for e in &site.endpoints {

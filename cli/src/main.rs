@@ -3,6 +3,7 @@
 mod bench;
 mod cat;
 mod config;
+mod deadletter;
 mod query;
 mod replay;
 mod roles;
@@ -66,6 +67,9 @@ enum Command {
     Up(roles::UpArgs),
     /// Live monitors, their slots, load, T-Servers and DNs; dispatcher group members.
     Status(status::StatusArgs),
+    /// Records a consumer could not decode or apply: list them, re-drive them after a fix.
+    #[command(subcommand)]
+    Deadletter(deadletter::DeadLetterCmd),
     /// Benchmarks against a running broker (docs/benchmarks.md).
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -162,6 +166,7 @@ fn main() -> ExitCode {
             Command::Up(args) => roles::up(&ctx, args).await,
             Command::Status(args) => status::run(&ctx, args).await,
             Command::Bench(cmd) => bench::run(&ctx, cmd).await,
+            Command::Deadletter(cmd) => deadletter::run(&ctx, cmd).await,
         }
     });
     match result {

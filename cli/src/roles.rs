@@ -47,7 +47,7 @@ pub struct DispatcherArgs {
 #[derive(Args, Debug, Clone)]
 pub struct BalanceArgs {
     /// Heartbeat interval the monitors use.
-    #[arg(long, default_value = "3s")]
+    #[arg(long, default_value = "1s")]
     monitor_heartbeat: humantime::Duration,
     /// Heartbeats a monitor may miss before it counts as dead.
     #[arg(long, default_value_t = 3)]
@@ -79,8 +79,8 @@ pub struct MonitorArgs {
     /// Monitor id (default: host and pid).
     #[arg(long)]
     id: Option<String>,
-    /// Time between heartbeats.
-    #[arg(long, default_value = "3s")]
+    /// Time between heartbeats (a monitor is dead after three missed ones).
+    #[arg(long, default_value = "1s")]
     heartbeat: humantime::Duration,
     /// Use the cooperative-sticky assignor (needs a broker that keeps the members'
     /// owned partitions; not tansu 0.6.0, see docs/broker-notes.md).
@@ -146,6 +146,17 @@ fn default_id(role: &str) -> String {
 }
 
 /// A shutdown signal that turns true on Ctrl-C or SIGTERM.
+/// How long a role may take to stop after SIGTERM or Ctrl-C, whatever the broker does.
+const STOP_WITHIN: Duration = Duration::from_secs(14);
+
+/// The producer whose unacknowledged records a forced exit counts.
+static PRODUCER: std::sync::OnceLock<netwatch_eventlog::Producer> = std::sync::OnceLock::new();
+
+/// Count this role's producer in a forced exit's report.
+fn count_at_exit(log: &Log) {
+    let _ = PRODUCER.set(log.producer.clone());
+}
+
 fn shutdown_on_signal() -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -156,6 +167,18 @@ fn shutdown_on_signal() -> watch::Receiver<bool> {
         }
         info!("Shutting down.");
         let _ = tx.send(true);
+        // A broker that does not answer must not keep the process: stop within a bound,
+        // saying what could not be appended. A thread, so a blocked runtime cannot stop it.
+        std::thread::spawn(|| {
+            std::thread::sleep(STOP_WITHIN);
+            let left = PRODUCER.get().map(|p| p.in_flight()).unwrap_or(0);
+            error!(
+                records = left,
+                "Stopping took longer than {} s; exiting now. Records the broker has not acknowledged are not appended.",
+                STOP_WITHIN.as_secs()
+            );
+            std::process::exit(1);
+        });
     });
     rx
 }
@@ -179,7 +202,9 @@ pub async fn dispatcher(ctx: &Ctx, args: DispatcherArgs) -> Result<(), CliError>
     let shutdown = shutdown_on_signal();
     let config =
         DispatcherConfig { id: args.id.unwrap_or_else(|| default_id("dispatcher")), settings: args.balance.settings(ctx.topics.slots) };
-    dispatcher::run(ctx.log()?, config, shutdown).await?;
+    let log = ctx.log()?;
+    count_at_exit(&log);
+    dispatcher::run(log, config, shutdown).await?;
     Ok(())
 }
 
@@ -194,7 +219,9 @@ pub async fn monitor(ctx: &Ctx, args: MonitorArgs) -> Result<(), CliError> {
         cooperative: args.cooperative,
         link: LinkSettings { max_in_flight: args.max_in_flight as usize, ..LinkSettings::default() },
     };
-    monitor::run(ctx.log()?, config, shutdown).await?;
+    let log = ctx.log()?;
+    count_at_exit(&log);
+    monitor::run(log, config, shutdown).await?;
     Ok(())
 }
 
@@ -214,6 +241,7 @@ pub async fn projections(ctx: &Ctx, cmd: ProjectionsCmd) -> Result<(), CliError>
     let store = crate::replay::store(ctx).await?;
     let shutdown = shutdown_on_signal();
     let log = ctx.log()?;
+    count_at_exit(&log);
     let mut tasks = JoinSet::new();
     for p in which {
         let (log, store, shutdown, group) = (log.clone(), store.clone(), shutdown.clone(), group.clone());
@@ -286,6 +314,7 @@ pub async fn up(ctx: &Ctx, args: UpArgs) -> Result<(), CliError> {
     wait_until_ready(&ctx.kafka, Duration::from_secs(30)).await?;
     create_topics(&ctx.kafka, &ctx.topics).await?;
     let log = ctx.log()?;
+    count_at_exit(&log);
     let shutdown = shutdown_on_signal();
     let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
     if args.simulate {
@@ -315,7 +344,7 @@ pub async fn up(ctx: &Ctx, args: UpArgs) -> Result<(), CliError> {
         let (log, shutdown) = (log.clone(), shutdown.clone());
         let config = MonitorConfig {
             id: format!("{}-{i}", default_id("monitor")),
-            heartbeat: Duration::from_secs(3),
+            heartbeat: Duration::from_secs(1),
             cooperative: false,
             link: LinkSettings::default(),
         };

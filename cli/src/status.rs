@@ -18,7 +18,7 @@ pub struct StatusArgs {
     #[arg(long)]
     json: bool,
     /// Heartbeat interval the monitors use (for liveness).
-    #[arg(long, default_value = "3s")]
+    #[arg(long, default_value = "1s")]
     monitor_heartbeat: humantime::Duration,
     /// Heartbeats a monitor may miss before it counts as dead.
     #[arg(long, default_value_t = 3)]
@@ -41,6 +41,15 @@ fn table(s: &ClusterStatus) -> String {
             m.load.as_ref().map(|l| l.load.to_string()).unwrap_or_else(|| "-".into())
         ));
     }
+    if s.gone > 0 {
+        out.push_str(&format!("({} monitors not heard of for more than 5 minutes are not listed)\n", s.gone));
+    }
+    let owned = s.slots as usize - s.unowned_slots.len();
+    out.push_str(&format!("slots owned by live monitors: {owned}/{}", s.slots));
+    if !s.unowned_slots.is_empty() {
+        out.push_str(&format!(" (unowned: {:?})", s.unowned_slots));
+    }
+    out.push('\n');
     let placements: Vec<String> = s.placements.iter().map(|(t, slot)| format!("{t}→{slot}")).collect();
     out.push_str(&format!("T-Server → slot: {}\n", placements.join(" ")));
     let dispatchers: Vec<String> = s.dispatchers.iter().map(|d| format!("{} (config partitions {:?})", d.instance, d.partitions)).collect();
@@ -48,14 +57,42 @@ fn table(s: &ClusterStatus) -> String {
     out
 }
 
+/// How far each projection's current generation is behind the log: records of its topics
+/// not yet applied, summed over partitions.
+async fn projection_lags(ctx: &Ctx, log: &Log) -> Result<Vec<serde_json::Value>, CliError> {
+    use netwatch_projections::store::{current_gen, Store as _};
+    let store = crate::replay::store(ctx).await?;
+    let mut out = Vec::new();
+    for p in netwatch_projections::Projection::ALL {
+        let gen = current_gen(&store, p.name()).await?;
+        let positions = store.positions(p.name(), gen).await?;
+        let mut lag = 0;
+        for topic in p.topics() {
+            let name = log.topic(*topic);
+            for (partition, end) in log.high_watermarks(*topic).await? {
+                lag += (end - positions.get(&(name.clone(), partition)).copied().unwrap_or(0)).max(0);
+            }
+        }
+        out.push(serde_json::json!({ "projection": p.name(), "generation": gen, "lag": lag }));
+    }
+    Ok(out)
+}
+
 pub async fn run(ctx: &Ctx, args: StatusArgs) -> Result<(), CliError> {
     let liveness =
         Liveness { heartbeat_ms: std::time::Duration::from(args.monitor_heartbeat).as_millis() as i64, missed: args.missed_heartbeats };
-    let status = cluster_status(&ctx.log()?, liveness).await?;
+    let log = ctx.log()?;
+    let status = cluster_status(&log, liveness).await?;
+    let projections = projection_lags(ctx, &log).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
+        let mut value = serde_json::to_value(&status)?;
+        value["projections"] = serde_json::Value::Array(projections);
+        println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         print!("{}", table(&status));
+        for p in &projections {
+            println!("projection {} g{}: {} records behind the log", p["projection"].as_str().unwrap_or(""), p["generation"], p["lag"]);
+        }
     }
     Ok(())
 }

@@ -10,6 +10,7 @@ mod consumer;
 mod deadletter;
 mod emitter;
 mod error;
+mod health;
 mod producer;
 mod reader;
 mod topics;
@@ -17,9 +18,10 @@ mod topics;
 pub use admin::{create_topics, wait_until_ready};
 pub use client::{KafkaConfig, SESSION_TIMEOUT_MS};
 pub use consumer::{spawn_group_consumer, spawn_tail, ConsumerEvent, GroupConsumer, GroupOptions, PositionFn, StartAt};
-pub use deadletter::DeadLetter;
+pub use deadletter::{header, identity, DeadLetter, Identity};
 pub use emitter::{Destination, Drained, EmitCounts, Emitter, Settled};
 pub use error::LogError;
+pub use health::{watch_broker, BrokerHealth, Stall};
 pub use producer::{Enqueued, Producer};
 pub use reader::{read_range, read_to_end, scan, Record};
 pub use topics::{Topic, Topics};
@@ -52,7 +54,7 @@ impl Log {
 
     /// A dead-letter sender for a consumer.
     pub fn dead_letter(&self, consumer: &str) -> DeadLetter {
-        DeadLetter::new(self.producer.clone(), self.topic(Topic::DeadLetter), consumer)
+        DeadLetter::new(self.producer.clone(), self.kafka.clone(), self.topic(Topic::DeadLetter), consumer)
     }
 
     /// Read the last `per_partition` records of every partition of a topic.

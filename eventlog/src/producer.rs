@@ -93,6 +93,37 @@ impl Producer {
         Ok(())
     }
 
+    /// Append encoded records in order, pipelined: every record is handed to the producer
+    /// first (its order per partition is kept), then every acknowledgement awaited. Each
+    /// record is (topic, key, partition, bytes).
+    pub async fn send_all(&self, records: &[(String, String, i32, Vec<u8>)]) -> Result<(), LogError> {
+        let mut pending = std::collections::VecDeque::new();
+        for (topic, key, partition, bytes) in records {
+            loop {
+                match self.enqueue(topic, key, *partition, bytes) {
+                    Enqueued::Taken(d) => break pending.push_back(d),
+                    Enqueued::QueueFull => match pending.pop_front() {
+                        Some(oldest) => Self::acknowledged(oldest).await?,
+                        None => tokio::time::sleep(Duration::from_millis(5)).await,
+                    },
+                    Enqueued::Refused(reason) => return Err(LogError::Task(reason)),
+                }
+            }
+        }
+        for d in pending {
+            Self::acknowledged(d).await?;
+        }
+        Ok(())
+    }
+
+    async fn acknowledged(delivery: DeliveryFuture) -> Result<(), LogError> {
+        match delivery.await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err((e, _))) => Err(LogError::Kafka(e)),
+            Err(_) => Err(LogError::Task("the producer was closed".into())),
+        }
+    }
+
     /// Offer a record to the producer's queue without waiting; `partition` -1 lets the
     /// partitioner choose.
     pub fn enqueue(&self, topic: &str, key: &str, partition: i32, bytes: &[u8]) -> Enqueued {

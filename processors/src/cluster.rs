@@ -17,7 +17,7 @@ pub struct Liveness {
 
 impl Default for Liveness {
     fn default() -> Self {
-        Liveness { heartbeat_ms: 3_000, missed: 3 }
+        Liveness { heartbeat_ms: 1_000, missed: 3 }
     }
 }
 
@@ -137,6 +137,14 @@ impl Cluster {
             || (0..slots).any(|s| live.iter().filter(|m| m.slots.contains(&s)).count() > 1)
     }
 
+    /// The monitor that last reported owning this slot, if it is dead (it stopped
+    /// reporting without saying so: killed, or cut off). Its slot will not be handed on by
+    /// a broker that keeps dead members in the group (docs/broker-notes.md).
+    pub fn dead_owner(&self, slot: i32, now_ms: i64) -> Option<&MonitorView> {
+        let last = self.monitors.values().filter(|m| m.slots.contains(&slot)).max_by_key(|m| m.last_seen_ms)?;
+        (!last.stopped && !self.is_live(last, now_ms)).then_some(last)
+    }
+
     /// The live monitor that reports owning this slot (the latest report wins).
     pub fn owner_of(&self, slot: i32, now_ms: i64) -> Option<&MonitorView> {
         self.live(now_ms).into_iter().filter(|m| m.slots.contains(&slot)).max_by_key(|m| m.last_seen_ms)
@@ -189,6 +197,19 @@ mod tests {
         c.observe(&hb("a", 6_000, vec![0, 1], vec![]));
         c.observe(&hb("b", 3_500, vec![1, 2], vec![]));
         assert!(c.unsettled(3, 6_000, 2_000), "slot 1 is claimed twice");
+    }
+
+    #[test]
+    fn a_slot_whose_last_owner_died_has_a_dead_owner_and_a_stopped_one_does_not() {
+        let mut c = Cluster::new(Liveness { heartbeat_ms: 1_000, missed: 3 });
+        c.observe(&hb("a", 1_000, vec![0], vec![7]));
+        c.observe(&hb("b", 1_000, vec![1], vec![]));
+        assert!(c.dead_owner(0, 3_000).is_none(), "alive");
+        assert_eq!(c.dead_owner(0, 4_001).map(|m| m.id.as_str()), Some("a"));
+        c.observe(&MonitorEvent { monitor_id: "b".into(), at_ms: 2_000, body: MonitorBody::Stopping(Stopping { reason: "x".into() }) });
+        assert!(c.dead_owner(1, 9_000).is_none(), "a monitor that stopped gave its slots back to the group");
+        c.observe(&hb("c", 9_000, vec![0], vec![]));
+        assert!(c.dead_owner(0, 9_000).is_none(), "a live monitor owns it now");
     }
 
     #[test]

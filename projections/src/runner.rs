@@ -14,12 +14,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use netwatch_eventlog::{spawn_group_consumer, ConsumerEvent, DeadLetter, GroupOptions, Log, LogError, Record, StartAt, Topic};
+use netwatch_eventlog::{
+    spawn_group_consumer, watch_broker, ConsumerEvent, DeadLetter, GroupOptions, Log, LogError, Record, Stall, StartAt, Topic,
+};
 use netwatch_schemas::calls::{CallBody, CallEvent, TEventKind};
 use netwatch_schemas::config::{ConfigChange, ConfigEvent};
 use netwatch_schemas::decode;
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::call_history;
 use crate::dn_state::{self, Target};
@@ -158,23 +160,36 @@ pub async fn run_generation<S: Store>(
         }))
     };
     let topics: Vec<String> = projection.topics().iter().map(|t| log.topic(*t)).collect();
-    let mut consumer = spawn_group_consumer(
+    let join = || {
+        spawn_group_consumer(
+            &log.kafka,
+            GroupOptions {
+                group: group.clone(),
+                topics: topics.clone(),
+                start: positions.clone(),
+                revoke_timeout: Duration::from_secs(30),
+                cooperative: false,
+            },
+        )
+    };
+    let mut consumer = join()?;
+    let health = watch_broker(
         &log.kafka,
-        GroupOptions {
-            group: group.clone(),
-            topics: topics.clone(),
-            start: positions,
-            revoke_timeout: Duration::from_secs(30),
-            cooperative: false,
-        },
-    )?;
+        format!("projection {} g{gen}", projection.name()),
+        "it keeps its store as it is and applies the log from there once the broker is back",
+        stop.clone(),
+    );
+    let mut stall = Stall::new(REJOIN_PATIENCE);
+    let mut progress = Progress::default();
+    let mut look = tokio::time::interval(PROGRESS_CHECK);
+    look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut applier = Applier {
         projection,
         gen,
         store: store.clone(),
         dead: log.dead_letter(&group),
         config_topic: log.topic(Topic::Config),
-        topics,
+        topics: topics.clone(),
         known: BTreeMap::new(),
         metrics,
     };
@@ -188,6 +203,20 @@ pub async fn run_generation<S: Store>(
         }
         let first = tokio::select! {
             _ = stop.changed() => continue,
+            _ = look.tick() => {
+                // Lag that does not shrink while the broker answers: the group lost this
+                // member's partitions (a broker restart or a long pause); join it again.
+                let stuck = health.reachable() && progress.stuck(log, store, projection, gen).await;
+                if stall.due(stuck, tokio::time::Instant::now()) {
+                    warn!(projection = projection.name(), gen, "The log has records this projection does not apply; rejoining its group.");
+                    applier.known.clear();
+                    match join() {
+                        Ok(fresh) => std::mem::replace(&mut consumer, fresh).stop().await,
+                        Err(e) => break Err(e.into()),
+                    }
+                }
+                continue;
+            }
             _ = check.tick(), if follow => {
                 match current_gen(store, projection.name()).await {
                     Ok(current) if current != gen => break Ok(Ended::Switched),
@@ -238,6 +267,40 @@ pub async fn run_generation<S: Store>(
     consumer.stop().await;
     info!(projection = projection.name(), gen, "Projection stopped.");
     result
+}
+
+/// How long lag may stay without progress (while the broker answers) before the
+/// projection joins its group again.
+const REJOIN_PATIENCE: Duration = Duration::from_secs(10);
+/// How often the projection looks at its lag.
+const PROGRESS_CHECK: Duration = Duration::from_secs(5);
+
+/// The stored positions seen at the last look, per topic and partition.
+#[derive(Default)]
+struct Progress {
+    seen: BTreeMap<(String, i32), i64>,
+}
+
+impl Progress {
+    /// Is some partition behind the log's end without having moved since the last look?
+    /// A failed look (the broker or the store did not answer) says no.
+    async fn stuck<S: Store>(&mut self, log: &Log, store: &S, projection: Projection, gen: Gen) -> bool {
+        let mut stuck = false;
+        for topic in projection.topics() {
+            let Ok(ends) = log.high_watermarks(*topic).await else { return false };
+            let name = log.topic(*topic);
+            for (partition, end) in ends {
+                let Ok(position) = store.position(projection.name(), gen, &name, partition).await else { return false };
+                let position = position.unwrap_or(0);
+                let key = (name.clone(), partition);
+                if position < end && self.seen.get(&key) == Some(&position) {
+                    stuck = true;
+                }
+                self.seen.insert(key, position);
+            }
+        }
+        stuck
+    }
 }
 
 struct Applier<S: Store> {

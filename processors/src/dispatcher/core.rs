@@ -261,15 +261,18 @@ impl Dispatcher {
         }
         match (wanted, slot) {
             (Some(t), Some(slot)) => {
-                if self.told_tservers.get(&tserver).and_then(|m| m.get(&slot)) != Some(&t) {
-                    self.tell(&mut out, slot, Command::AssignTServer(t));
-                }
+                // The DNs first, then the T-Server: a monitor connects when it reads the
+                // assignment, and then registers every DN at once instead of one by one
+                // as their commands arrive.
                 let dns: Vec<Dn> = self.config.dns_of(tserver).cloned().collect();
                 for dn in dns {
                     let key = (tserver, dn.number.clone());
                     if self.told_dns.get(&key).and_then(|m| m.get(&slot)) != Some(&dn) {
                         self.tell(&mut out, slot, Command::RegisterDn(dn));
                     }
+                }
+                if self.told_tservers.get(&tserver).and_then(|m| m.get(&slot)) != Some(&t) {
+                    self.tell(&mut out, slot, Command::AssignTServer(t));
                 }
             }
             (None, _) => {
@@ -317,8 +320,19 @@ impl Dispatcher {
                 self.orphaned.entry(slot).or_insert(now_ms);
             }
         }
-        let grace = self.settings.liveness.heartbeat_ms * self.settings.liveness.missed;
-        let expired: BTreeSet<i32> = self.orphaned.iter().filter(|(_, since)| now_ms - **since >= grace).map(|(s, _)| *s).collect();
+        // A slot whose last owner died is evacuated at once: nobody else reported it, and a
+        // broker that keeps dead members in the group would never hand it on. Any other
+        // unclaimed slot waits the liveness window (it may be moving through the group).
+        let window = self.settings.liveness.heartbeat_ms * self.settings.liveness.missed;
+        let expired: BTreeSet<i32> = self
+            .orphaned
+            .iter()
+            .filter(|(slot, since)| {
+                let grace = if self.cluster.dead_owner(**slot, now_ms).is_some() { 0 } else { window };
+                now_ms - **since >= grace
+            })
+            .map(|(s, _)| *s)
+            .collect();
         let evacuate: Vec<i32> = self.placed.iter().filter(|(t, (s, _))| expired.contains(s) && owned(**t)).map(|(t, _)| *t).collect();
         let mut out = Vec::new();
         for tserver in evacuate {

@@ -321,8 +321,10 @@ fn slots_of_a_dead_monitor_that_nobody_takes_over_are_evacuated() {
         steps += 1;
         assert!(steps < 20, "not evacuated: {:?}", site.emitted);
     }
-    // Dead after 3 s, orphaned for 3 s more, placed a heartbeat after the revoke.
-    assert!(steps >= 6, "evacuated after {steps} s");
+    // a reported last at 1 s: at 5 s it is dead (more than 3 missed 1-s heartbeats); its
+    // slots' last owner is dead, so they are evacuated at once (revoke at 5 s) and placed on
+    // b one heartbeat later (6 s): five steps of 1 s.
+    assert_eq!(steps, 5, "evacuated after {steps} s");
     let first_assign = site.emitted.iter().position(|(_, c)| matches!(c, Command::AssignTServer(_))).unwrap();
     let last_revoke = site.emitted.iter().rposition(|(_, c)| matches!(c, Command::RevokeTServer(_))).unwrap();
     assert!(last_revoke < first_assign, "revoked in the dead slots before assigned elsewhere: {:?}", site.emitted);

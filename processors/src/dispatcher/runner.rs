@@ -12,14 +12,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use netwatch_eventlog::{
-    spawn_group_consumer, spawn_tail, ConsumerEvent, GroupConsumer, GroupOptions, Log, LogError, Record, StartAt, Topic, SESSION_TIMEOUT_MS,
+    spawn_group_consumer, spawn_tail, watch_broker, ConsumerEvent, GroupConsumer, GroupOptions, Log, LogError, Record, StartAt, Topic,
+    SESSION_TIMEOUT_MS,
 };
 use netwatch_schemas::assignments::Assignment;
 use netwatch_schemas::config::ConfigEvent;
 use netwatch_schemas::monitors::{DispatcherHeartbeat, MonitorBody, MonitorEvent};
 use netwatch_schemas::{decode, now_ms};
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::core::{Dispatcher, Emitted, Settings};
 
@@ -90,6 +91,12 @@ pub async fn run(log: Log, config: DispatcherConfig, mut shutdown: watch::Receiv
     };
     let mut orphans = Orphans::default();
     let dead = log.dead_letter(&group);
+    let _health = watch_broker(
+        &log.kafka,
+        format!("dispatcher {instance}"),
+        "it places nothing until the broker is back; monitors keep what they were told",
+        shutdown.clone(),
+    );
     info!(%instance, %group, "Dispatcher started.");
     let mut core = Dispatcher::new(config.settings.clone());
     let mut owned: BTreeSet<i32> = BTreeSet::new();
@@ -121,15 +128,19 @@ pub async fn run(log: Log, config: DispatcherConfig, mut shutdown: watch::Receiv
                 Some(ConsumerEvent::Record(r)) => {
                     tail_read.insert(r.partition, r.offset);
                     catch_up.read_assignment(r.partition, r.offset);
-                    if let Some(Ok(a)) = r.value.as_deref().map(decode::<Assignment>) {
+                    match r.value.as_deref().map(decode::<Assignment>) {
                         // Our own commands are already in the core, and their echo may
                         // arrive after later decisions about the same key.
-                        if a.dispatcher != instance {
+                        Some(Ok(a)) if a.dispatcher != instance => {
                             if matches!(a.command, netwatch_schemas::assignments::Command::RevokeTServer(_)) {
                                 core.note_foreign_revoke(now_ms());
                             }
                             core.observe(r.partition, &a.command);
                         }
+                        Some(Err(e)) => {
+                            if let Err(e) = dead.send(&r, &format!("undecodable assignment: {e}")).await { break Err(e) }
+                        }
+                        _ => {}
                     }
                 }
                 Some(_) => {}
@@ -139,7 +150,9 @@ pub async fn run(log: Log, config: DispatcherConfig, mut shutdown: watch::Receiv
                 Some(ConsumerEvent::Record(r)) => {
                     match r.value.as_deref().map(decode::<MonitorEvent>) {
                         Some(Ok(m)) => core.observe_monitor(&m),
-                        Some(Err(e)) => warn!(partition = r.partition, offset = r.offset, error = %e, "Skipping an undecodable monitor event."),
+                        Some(Err(e)) => {
+                            if let Err(e) = dead.send(&r, &format!("undecodable monitor event: {e}")).await { break Err(e) }
+                        }
                         None => {}
                     }
                 }
@@ -174,7 +187,7 @@ pub async fn run(log: Log, config: DispatcherConfig, mut shutdown: watch::Receiv
                     let _ = ack.send(());
                 }
                 Some(ConsumerEvent::Record(r)) => {
-                    let tserver = match fold(&mut core, &r, catch_up.live.then_some(&dead)).await {
+                    let tserver = match fold(&mut core, &r, &dead).await {
                         Ok(t) => t,
                         Err(e) => break Err(e),
                     };
@@ -206,9 +219,9 @@ pub async fn run(log: Log, config: DispatcherConfig, mut shutdown: watch::Receiv
 }
 
 /// Fold one config record; the T-Server it touched, if it applied. A record that
-/// cannot apply goes to the dead-letter topic when it is new (`dead` is given), and is
-/// only logged when it is re-read during a rebuild, so a rebuild does not report it twice.
-async fn fold(core: &mut Dispatcher, r: &Record, dead: Option<&netwatch_eventlog::DeadLetter>) -> Result<Option<i32>, LogError> {
+/// cannot apply goes to the dead-letter topic (once: a rebuild that reads it again finds
+/// its dead letter there).
+async fn fold(core: &mut Dispatcher, r: &Record, dead: &netwatch_eventlog::DeadLetter) -> Result<Option<i32>, LogError> {
     let Some(value) = r.value.as_deref() else { return Ok(None) };
     let reason = match decode::<ConfigEvent>(value) {
         Err(e) => format!("undecodable config event: {e}"),
@@ -217,10 +230,7 @@ async fn fold(core: &mut Dispatcher, r: &Record, dead: Option<&netwatch_eventlog
             Err(e) => format!("config event cannot apply: {e}"),
         },
     };
-    match dead {
-        Some(dead) => dead.send(r, &reason).await?,
-        None => warn!(partition = r.partition, offset = r.offset, %reason, "Skipping a config record during rebuild."),
-    }
+    dead.send(r, &reason).await?;
     Ok(None)
 }
 
@@ -260,19 +270,30 @@ async fn heartbeat(log: &Log, instance: &str, owned: &BTreeSet<i32>) {
         at_ms: now_ms(),
         body: MonitorBody::DispatcherHeartbeat(DispatcherHeartbeat { partitions: owned.iter().copied().collect() }),
     };
-    if let Err(e) = log.producer.send(&log.topic(Topic::Monitors), instance, None, &event).await {
+    // Soft state: never wait for the broker for it.
+    if let Err(e) = log.producer.send_detached(&log.topic(Topic::Monitors), instance, None, &event) {
         warn!(error = %e, "Could not append a dispatcher heartbeat.");
     }
 }
 
+/// Append commands, pipelined (in order per slot), and wait for all of them.
 async fn emit(log: &Log, instance: &str, commands: Vec<Emitted>) -> Result<(), LogError> {
+    if commands.is_empty() {
+        return Ok(());
+    }
     let topic = log.topic(Topic::Assignments);
+    let mut records = Vec::with_capacity(commands.len());
     for (slot, command) in commands {
         let key = command.key();
         let assignment =
             Assignment { command_id: uuid::Uuid::new_v4().to_string(), at_ms: now_ms(), dispatcher: instance.to_string(), command };
-        log.producer.send(&topic, &key, Some(slot), &assignment).await?;
+        records.push((topic.clone(), key, slot, netwatch_schemas::encode(&assignment)?));
+    }
+    log.producer.send_all(&records).await?;
+    // One line per T-Server command; DN commands only in the count (and at debug).
+    for (_, key, slot, _) in records.iter().filter(|r| !r.1.starts_with("dn/")) {
         info!(slot, %key, "Command appended.");
     }
+    debug!(commands = records.len(), "Commands appended.");
     Ok(())
 }

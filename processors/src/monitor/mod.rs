@@ -9,7 +9,9 @@ mod slots;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use netwatch_eventlog::{spawn_group_consumer, spawn_tail, ConsumerEvent, GroupOptions, Log, LogError, StartAt, Topic};
+use netwatch_eventlog::{
+    spawn_group_consumer, spawn_tail, watch_broker, ConsumerEvent, GroupOptions, Log, LogError, Stall, StartAt, Topic,
+};
 use netwatch_schemas::assignments::Assignment;
 use netwatch_schemas::config::TServer;
 use netwatch_schemas::monitors::{Heartbeat, MonitorBody, MonitorEvent, Started, Stopping};
@@ -21,6 +23,13 @@ use tracing::{info, warn};
 
 pub use link::{LinkHandle, LinkSettings, LinkStats};
 pub use slots::Slots;
+
+/// How long a monitor waits without slots (while some are unowned and the broker
+/// answers) before it joins its group again.
+const REJOIN_PATIENCE: Duration = Duration::from_secs(10);
+/// How long a leaving monitor waits for others to own its slots before it releases what
+/// it still holds (well inside the 14 s a stop may take).
+const HANDOVER_WAIT: Duration = Duration::from_secs(7);
 
 /// Monitor settings.
 #[derive(Clone, Debug)]
@@ -40,16 +49,26 @@ pub struct MonitorConfig {
 /// Run until `shutdown` turns true.
 pub async fn run(log: Log, config: MonitorConfig, mut shutdown: watch::Receiver<bool>) -> Result<(), LogError> {
     let group = format!("{}monitors", log.topics.prefix);
-    let mut consumer = spawn_group_consumer(
+    let join = || {
+        spawn_group_consumer(
+            &log.kafka,
+            GroupOptions {
+                group: group.clone(),
+                topics: vec![log.topic(Topic::Assignments)],
+                start: StartAt::Beginning,
+                revoke_timeout: Duration::from_secs(15),
+                cooperative: config.cooperative,
+            },
+        )
+    };
+    let mut consumer = join()?;
+    let health = watch_broker(
         &log.kafka,
-        GroupOptions {
-            group: group.clone(),
-            topics: vec![log.topic(Topic::Assignments)],
-            start: StartAt::Beginning,
-            revoke_timeout: Duration::from_secs(15),
-            cooperative: config.cooperative,
-        },
-    )?;
+        format!("monitor {}", config.id),
+        "it keeps its CTI links and queues what they capture until the broker is back",
+        shutdown.clone(),
+    );
+    let mut stall = Stall::new(REJOIN_PATIENCE);
     let dead = log.dead_letter(&group);
     let liveness = Liveness { heartbeat_ms: config.heartbeat.as_millis() as i64, ..Liveness::default() };
     let mut others = spawn_tail(&log.kafka, &log.topic(Topic::Monitors), |_, _, high| high - 2_000)?;
@@ -60,6 +79,7 @@ pub async fn run(log: Log, config: MonitorConfig, mut shutdown: watch::Receiver<
         links: BTreeMap::new(),
         changed: false,
         cluster: Cluster::new(liveness),
+        limbo: BTreeMap::new(),
         deferred: BTreeSet::new(),
         draining: BTreeMap::new(),
         link: config.link.clone(),
@@ -79,7 +99,17 @@ pub async fn run(log: Log, config: MonitorConfig, mut shutdown: watch::Receiver<
             _ = shutdown.changed() => break Ok(()),
             _ = heartbeat.tick() => {
                 monitor.drained();
+                monitor.release_taken(false).await;
                 monitor.heartbeat().await;
+                // No slots while some slot has no live owner, with the broker answering: the
+                // group lost this member (a broker restart or a long pause); join it again.
+                let now = netwatch_schemas::now_ms();
+                let unowned = (0..log.topics.slots).any(|s| monitor.cluster.owner_of(s, now).is_none());
+                let stalled = health.reachable() && monitor.slots.owned().is_empty() && unowned;
+                if stall.due(stalled, tokio::time::Instant::now()) {
+                    warn!(patience_s = REJOIN_PATIENCE.as_secs(), "No slots while slots have no live owner; rejoining the monitor group.");
+                    std::mem::replace(&mut consumer, join()?).stop().await;
+                }
                 continue;
             }
             _ = retry.tick() => {
@@ -93,6 +123,14 @@ pub async fn run(log: Log, config: MonitorConfig, mut shutdown: watch::Receiver<
                 if let Some(ConsumerEvent::Record(r)) = event {
                     if let Some(Ok(m)) = r.value.as_deref().map(decode::<MonitorEvent>) {
                         monitor.cluster.observe(&m);
+                        // A holder that let go is seen here first: connect at once. And a
+                        // monitor that now owns the slot of a kept link takes it over.
+                        if m.monitor_id != monitor.id {
+                            if !monitor.deferred.is_empty() {
+                                monitor.retry_deferred().await;
+                            }
+                            monitor.release_taken(false).await;
+                        }
                     }
                 }
                 continue;
@@ -105,17 +143,19 @@ pub async fn run(log: Log, config: MonitorConfig, mut shutdown: watch::Receiver<
                     monitor.slots.assign(p);
                 }
                 monitor.changed = true;
-                info!(slots = ?monitor.slots.owned(), "Slots assigned; catching up.");
+                info!(slots = ?monitor.slots.owned(), kept = monitor.limbo.len(), "Slots assigned; catching up.");
+                // With nothing to catch up, what the revoked slots held is settled now.
+                monitor.settle_limbo().await;
             }
             ConsumerEvent::Revoked { partitions, ack } => {
-                let mut touched = Vec::new();
+                // Keep the links of revoked slots: most come back with the next assignment
+                // (an eager rebalance revokes everything). Those that do not are released once
+                // the new slots are read; until then this monitor reports them as held, so no
+                // other monitor connects them meanwhile.
                 for (_, p) in partitions {
-                    touched.extend(monitor.slots.revoke(p));
+                    monitor.keep_aside(p);
                 }
-                // Release them all at once: the rebalance (and this monitor's heartbeats)
-                // wait for it, so it must take one link's release time, not their sum.
-                monitor.release(touched).await;
-                info!(slots = ?monitor.slots.owned(), "Slots revoked; their T-Servers are released.");
+                info!(slots = ?monitor.slots.owned(), kept = monitor.limbo.len(), "Slots revoked; keeping their links until the next assignment is read.");
                 monitor.changed = true;
                 let _ = ack.send(());
             }
@@ -141,19 +181,39 @@ pub async fn run(log: Log, config: MonitorConfig, mut shutdown: watch::Receiver<
                     for t in monitor.slots.tservers_in(partition) {
                         monitor.reconcile(t).await;
                     }
+                    monitor.settle_limbo().await;
                 }
             }
             ConsumerEvent::Error(_) | ConsumerEvent::Fatal(_) => {}
         }
     };
+    // Hand over: leave the group but keep every link until another live monitor owns its
+    // slot (it then waits for this one to let go), so a graceful leave is no blackout.
+    for slot in monitor.slots.owned() {
+        monitor.keep_aside(slot);
+    }
+    consumer.stop().await;
+    monitor.changed = true;
+    if health.reachable() {
+        monitor.hand_over(&mut others).await;
+    }
     monitor.report(MonitorBody::Stopping(Stopping { reason: "shutdown".into() })).await;
+    monitor.release_taken(true).await;
     let ids: Vec<i32> = monitor.links.keys().copied().collect();
     monitor.release(ids).await;
-    consumer.stop().await;
     others.stop().await;
     flush_before_exit(&log).await;
     info!(id = %config.id, "Monitor stopped.");
     result
+}
+
+/// A link kept aside after its slot was revoked.
+struct Kept {
+    link: LinkHandle,
+    /// The slot its T-Server was in.
+    slot: i32,
+    /// When the new assignment was read without it: from then on it waits to be taken over.
+    settled: Option<tokio::time::Instant>,
 }
 
 struct Monitor {
@@ -165,6 +225,9 @@ struct Monitor {
     changed: bool,
     /// The other monitors, from `monitors`.
     cluster: Cluster,
+    /// Links of revoked slots, kept aside: adopted again if an owned slot still assigns
+    /// their T-Server once the new slots are read, handed over otherwise.
+    limbo: BTreeMap<i32, Kept>,
     /// T-Servers this monitor should watch but another live monitor still holds.
     deferred: BTreeSet<i32>,
     /// T-Servers released whose captured events are still on their way to the broker.
@@ -176,6 +239,14 @@ impl Monitor {
     /// Make the link of one T-Server match the desired state of the owned slots.
     async fn reconcile(&mut self, tserver: i32) {
         let desired = self.slots.desired(tserver);
+        // A link kept from a revoked slot is this monitor's own: adopt it again.
+        if let (Some((t, _)), Some(kept)) = (&desired, self.limbo.get(&tserver)) {
+            if kept.link.tserver == *t {
+                if let Some(k) = self.limbo.remove(&tserver) {
+                    self.links.insert(tserver, k.link);
+                }
+            }
+        }
         let current: Option<&TServer> = self.links.get(&tserver).map(|h| &h.tserver);
         match desired {
             Some((t, dns)) if current == Some(&t) => {
@@ -213,6 +284,93 @@ impl Monitor {
                     self.changed = true;
                 }
             }
+        }
+    }
+
+    /// A slot is no longer ours: keep the links of its T-Servers aside (still held).
+    fn keep_aside(&mut self, slot: i32) {
+        for t in self.slots.revoke(slot) {
+            if let Some(link) = self.links.remove(&t) {
+                self.limbo.insert(t, Kept { link, slot, settled: None });
+            }
+        }
+    }
+
+    /// Once every owned slot is read, the kept links no slot took back are to be handed
+    /// over: each is released as soon as another live monitor owns its slot.
+    async fn settle_limbo(&mut self) {
+        if !self.slots.all_caught_up() {
+            return;
+        }
+        let now = tokio::time::Instant::now();
+        let settling: Vec<i32> = self
+            .limbo
+            .iter_mut()
+            .filter(|(_, k)| k.settled.is_none())
+            .map(|(t, k)| {
+                k.settled = Some(now);
+                *t
+            })
+            .collect();
+        if !settling.is_empty() {
+            info!(tservers = ?settling, "The new assignment moved these T-Servers elsewhere; handing them over.");
+        }
+        self.release_taken(false).await;
+    }
+
+    /// Release the settled kept links whose slot another live monitor owns now (it waits
+    /// for this monitor to let go, then connects at once), and those settled longer than
+    /// HANDOVER_WAIT ago; with `all`, every kept link.
+    async fn release_taken(&mut self, all: bool) {
+        let (now, now_ms) = (tokio::time::Instant::now(), now_ms());
+        let taken: Vec<i32> = self
+            .limbo
+            .iter()
+            .filter(|(_, k)| {
+                all || k
+                    .settled
+                    .is_some_and(|at| now >= at + HANDOVER_WAIT || self.cluster.owner_of(k.slot, now_ms).is_some_and(|m| m.id != self.id))
+            })
+            .map(|(t, _)| *t)
+            .collect();
+        if taken.is_empty() {
+            return;
+        }
+        for t in &taken {
+            if let Some(k) = self.limbo.remove(t) {
+                self.links.insert(*t, k.link);
+            }
+        }
+        self.release(taken).await;
+    }
+
+    /// Leaving: every link is handed over as its slot gets a new live owner, for at most
+    /// HANDOVER_WAIT; then what is left is released.
+    async fn hand_over(&mut self, others: &mut netwatch_eventlog::GroupConsumer) {
+        let deadline = tokio::time::Instant::now() + HANDOVER_WAIT;
+        for k in self.limbo.values_mut() {
+            k.settled.get_or_insert(tokio::time::Instant::now());
+        }
+        let mut beat = tokio::time::interval(Duration::from_millis(self.cluster.liveness.heartbeat_ms.max(100) as u64));
+        info!(tservers = self.limbo.len(), "Leaving: each T-Server is released once another monitor owns its slot.");
+        while !self.limbo.is_empty() {
+            if std::mem::take(&mut self.changed) {
+                self.heartbeat().await;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = beat.tick() => self.heartbeat().await,
+                event = others.events.recv() => match event {
+                    Some(ConsumerEvent::Record(r)) => {
+                        if let Some(Ok(m)) = r.value.as_deref().map(decode::<MonitorEvent>) {
+                            self.cluster.observe(&m);
+                        }
+                    }
+                    Some(_) => {}
+                    None => break,
+                },
+            }
+            self.release_taken(false).await;
         }
     }
 
@@ -261,7 +419,7 @@ impl Monitor {
 
     /// T-Servers this monitor holds: a link, or captured events still on their way.
     fn held(&self) -> BTreeSet<i32> {
-        self.links.keys().chain(self.draining.keys()).copied().collect()
+        self.links.keys().chain(self.limbo.keys()).chain(self.draining.keys()).copied().collect()
     }
 
     async fn heartbeat(&self) {

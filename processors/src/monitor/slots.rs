@@ -63,6 +63,11 @@ impl Slots {
         }
     }
 
+    /// Has every owned slot been read to its end once (true with no slots)?
+    pub fn all_caught_up(&self) -> bool {
+        self.slots.values().all(|s| s.caught_up)
+    }
+
     /// Has the slot been read to its end once?
     pub fn is_caught_up(&self, slot: i32) -> bool {
         self.slots.get(&slot).is_some_and(|s| s.caught_up)
