@@ -91,7 +91,7 @@ pub async fn run(log: Log, config: DispatcherConfig, mut shutdown: watch::Receiv
     };
     let mut orphans = Orphans::default();
     let dead = log.dead_letter(&group);
-    let _health = watch_broker(
+    let health = watch_broker(
         &log.kafka,
         format!("dispatcher {instance}"),
         "it places nothing until the broker is back; monitors keep what they were told",
@@ -110,7 +110,8 @@ pub async fn run(log: Log, config: DispatcherConfig, mut shutdown: watch::Receiv
             _ = shutdown.changed() => break Ok(()),
             _ = beat.tick() => {
                 heartbeat(&log, &instance, &owned).await;
-                if orphans.should_rejoin(&core, log.topics.event_partitions, &config.settings, now_ms()) {
+                // Only while the broker answers: cut off, nobody can own anything.
+                if health.reachable() && orphans.should_rejoin(&core, log.topics.event_partitions, &config.settings, now_ms()) {
                     warn!("Config partitions are owned by no live dispatcher; rejoining the group to get them reassigned.");
                     std::mem::replace(&mut sources.config, join()?).stop().await;
                     owned.clear();
