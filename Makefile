@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 
 .DEFAULT_GOAL := help
-.PHONY: help build run test bench lint fmt broker-install broker-up broker-down up down clean
+.PHONY: help build run test bench chaos lint fmt broker-install broker-up broker-down up down clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -19,6 +19,11 @@ test: broker-install ## Run the whole suite: unit, property and end-to-end tests
 	@# cargo-nextest (on the build machines) runs tests two at a time, each in its own process
 	@# (.config/nextest.toml); plain cargo test otherwise.
 	if $(CARGO) nextest --version >/dev/null 2>&1; then $(CARGO) nextest run --workspace --no-fail-fast; else $(CARGO) test --workspace; fi
+
+chaos: broker-install ## The long fault suite (CHAOS_ROUNDS=6, 40 s broker outages); rewrites docs/reliability.md
+	$(CARGO) build -p netwatch --tests
+	CHAOS_ROUNDS=$${CHAOS_ROUNDS:-6} CHAOS_OUTAGE_S=$${CHAOS_OUTAGE_S:-40} CHAOS_REPORT=$(CURDIR)/docs/reliability.md \
+		$(CARGO) test -p netwatch --test e2e_chaos -- --nocapture
 
 bench: broker-install ## Benchmarks (release build, own broker): prints a table and rewrites docs/benchmarks.md
 	$(CARGO) build --release -p netwatch

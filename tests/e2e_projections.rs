@@ -282,13 +282,13 @@ fn replay_while_serving_switches_without_a_gap() {
     let refproc = w.spawn("reference", &["--store", &reference, "projections", "run", "--group", "reference"]);
     let guard = logs(&[&live, &serve, &refproc]);
 
-    // Some ended call to ask for throughout, with its DN.
+    // Some ended call that rang at a DN while it was watched, to ask for throughout.
     let (tserver, connid, dn_) = wait_for("an ended call in the history", Duration::from_secs(90), || {
         for t in 1..=TSERVERS {
             for i in 1..=DNS {
                 let (status, body) = http_get(&http, &format!("/v1/tservers/{t}/dns/{}/calls", dn(t, i)))?;
                 let rows: serde_json::Value = serde_json::from_str(&body).map_err(|e| format!("{status} {e}"))?;
-                if let Some(r) = rows.as_array().and_then(|a| a.iter().find(|r| r["outcome"] != "in_progress")) {
+                if let Some(r) = rows.as_array().and_then(|a| a.iter().find(|r| r["outcome"] != "in_progress" && r["offered"] == true)) {
                     return Ok((t, r["connid"].as_str().unwrap().to_string(), dn(t, i)));
                 }
             }

@@ -5,11 +5,10 @@
 
 mod harness;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use harness::sampler::{phase, Sampler};
 use harness::{dump_logs, exclusive, free_port, overlaps, registrations, wait_for, Proc, World};
 
 /// Heartbeat and liveness settings shared by the monitors and dispatchers of these tests.
@@ -85,97 +84,6 @@ impl Drop for DumpOnPanic {
             dump_logs(&self.0.iter().map(|p| p.as_path()).collect::<Vec<_>>());
         }
     }
-}
-
-/// Who watches each T-Server at one moment: the one client holding all its DNs, or none
-/// (some DN unregistered); and how many DNs were held by two clients at once.
-struct Sample {
-    at: Instant,
-    holders: Vec<Option<String>>,
-    doubles: usize,
-}
-
-/// Samples the simulators every 200 ms (their status over the CTI link itself, not a
-/// process per query) until stopped.
-struct Sampler {
-    samples: Arc<Mutex<Vec<Sample>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Sampler {
-    fn start(endpoints: Vec<String>, dns: usize) -> Sampler {
-        let samples: Arc<Mutex<Vec<Sample>>> = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (out, stopped) = (samples.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            while !stopped.load(Ordering::SeqCst) {
-                let at = Instant::now();
-                let mut holders = Vec::new();
-                let mut doubles = 0;
-                for e in &endpoints {
-                    let Ok(status) = rt.block_on(netwatch_producers::sim::query_status(e)) else {
-                        holders.push(None);
-                        continue;
-                    };
-                    doubles += status.registrations.values().filter(|h| h.len() > 1).count();
-                    let names: BTreeSet<&String> = status.registrations.values().flatten().collect();
-                    let complete = status.registrations.len() == dns && status.registrations.values().all(|h| h.len() == 1);
-                    holders.push(match (complete, names.into_iter().next()) {
-                        (true, Some(one)) if status.registrations.values().all(|h| &h[0] == one) => Some(one.clone()),
-                        _ => None,
-                    });
-                }
-                out.lock().unwrap().push(Sample { at, holders, doubles });
-                std::thread::sleep(Duration::from_millis(200).saturating_sub(at.elapsed()));
-            }
-        });
-        Sampler { samples, stop, thread: Some(thread) }
-    }
-
-    /// The samples taken since `from`.
-    fn since(&self, from: Instant) -> Vec<(Instant, Vec<Option<String>>, usize)> {
-        self.samples.lock().unwrap().iter().filter(|s| s.at >= from).map(|s| (s.at, s.holders.clone(), s.doubles)).collect()
-    }
-}
-
-impl Drop for Sampler {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// Per T-Server over a phase: did one monitor hold it in every sample (it never moved),
-/// and the longest stretch it was unwatched (from the first sample without a holder to
-/// the next sample with one).
-fn phase(samples: &[(Instant, Vec<Option<String>>, usize)], tservers: usize) -> Vec<(bool, Duration)> {
-    (0..tservers)
-        .map(|t| {
-            let held: Vec<(Instant, Option<&String>)> = samples.iter().map(|(at, h, _)| (*at, h[t].as_ref())).collect();
-            let first = held.first().and_then(|(_, h)| *h);
-            let stayed = first.is_some() && held.iter().all(|(_, h)| *h == first);
-            let mut longest = Duration::ZERO;
-            let mut since: Option<Instant> = None;
-            for (at, h) in &held {
-                match (h, since) {
-                    (None, None) => since = Some(*at),
-                    (Some(_), Some(s)) => {
-                        longest = longest.max(*at - s);
-                        since = None;
-                    }
-                    _ => {}
-                }
-            }
-            if let (Some(s), Some((last, _))) = (since, held.last()) {
-                longest = longest.max(*last - s);
-            }
-            (stayed, longest)
-        })
-        .collect()
 }
 
 /// What a phase's samples must show: no DN held twice; every T-Server unwatched at most
@@ -268,10 +176,19 @@ fn monitors_join_leave_and_die_without_a_blackout() {
     std::thread::sleep(Duration::from_secs(2));
     let samples = sampler.since(start);
     assert!(samples.iter().all(|(_, _, d)| *d == 0), "kill: a DN was registered by two monitors");
+    // A survivor's T-Server stays watched throughout, unless the group handed its slot to
+    // the other survivor when it dropped the dead member: then it is handed over (release,
+    // then connect) in under 2 s.
     let first = &samples[0].1;
     for (t, (stayed, gap)) in phase(&samples, first.len()).iter().enumerate() {
         let survivor = matches!(first[t].as_deref(), Some("m1") | Some("m2"));
-        assert!(!survivor || (*stayed && gap.is_zero()), "kill: T-Server {} of a survivor was unwatched for {gap:?}", t + 1);
+        if survivor {
+            assert!(
+                if *stayed { gap.is_zero() } else { *gap <= Duration::from_secs(2) },
+                "kill: T-Server {} of a survivor was unwatched for {gap:?}",
+                t + 1
+            );
+        }
     }
     drop(sampler);
 

@@ -21,6 +21,27 @@ impl Default for Liveness {
     }
 }
 
+/// Whether a reader may trust its view for decisions that take someone for dead: only
+/// after the view has been current (see [`Cluster::is_current`]) for two liveness
+/// windows without a break — long enough for every live member's reports, delayed by an
+/// outage, to have come in. Pure; time is an input.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Trust {
+    current_since: Option<i64>,
+}
+
+impl Trust {
+    /// Note whether the view is current now; true if it may be trusted.
+    pub fn update(&mut self, current: bool, liveness: Liveness, now_ms: i64) -> bool {
+        if !current {
+            self.current_since = None;
+            return false;
+        }
+        let since = *self.current_since.get_or_insert(now_ms);
+        now_ms - since >= 2 * liveness.heartbeat_ms * liveness.missed
+    }
+}
+
 /// The latest report of one monitor.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct MonitorView {
@@ -29,6 +50,9 @@ pub struct MonitorView {
     pub slots: Vec<i32>,
     /// T-Servers it holds (has a link task for).
     pub tservers: BTreeSet<i32>,
+    /// T-Servers it waits for: its slots assign them, another monitor still holds them.
+    #[serde(default)]
+    pub wanted: BTreeSet<i32>,
     pub dns: i32,
     pub sessions: i32,
     pub rss_bytes: i64,
@@ -90,13 +114,15 @@ impl Cluster {
                 m.dns = h.dns;
                 m.sessions = h.sessions.unwrap_or(h.tservers);
                 m.rss_bytes = h.rss_bytes.unwrap_or(0);
-                // A v1/v2 heartbeat does not say which T-Servers it holds.
+                // A v1/v2 heartbeat does not say which T-Servers it holds, before v5 which it waits for.
                 m.tservers = h.tserver_ids.clone().unwrap_or_default().into_iter().collect();
+                m.wanted = h.wanted.clone().unwrap_or_default().into_iter().collect();
             }
             MonitorBody::Stopping(_) => {
                 m.stopped = true;
                 m.slots.clear();
                 m.tservers.clear();
+                m.wanted.clear();
             }
             MonitorBody::DispatcherHeartbeat(_) => {}
         }
@@ -116,6 +142,18 @@ impl Cluster {
     /// Live monitors, by id.
     pub fn live(&self, now_ms: i64) -> Vec<&MonitorView> {
         self.monitors.values().filter(|m| self.is_live(m, now_ms)).collect()
+    }
+
+    /// When this monitor or dispatcher was last heard of (its own clock), if ever.
+    pub fn last_seen(&self, id: &str) -> Option<i64> {
+        self.monitors.get(id).map(|m| m.last_seen_ms).or_else(|| self.dispatchers.get(id).map(|d| d.last_seen_ms))
+    }
+
+    /// Is this view current? Only if the reader has read back its own report of the last
+    /// liveness window (`me` reports every heartbeat): after a broker outage the reports
+    /// of the others arrive late, and until then a live monitor would look dead.
+    pub fn is_current(&self, me: &str, now_ms: i64) -> bool {
+        self.last_seen(me).is_some_and(|at| now_ms - at <= self.liveness.heartbeat_ms * self.liveness.missed)
     }
 
     /// Every monitor heard of, by id.
@@ -167,6 +205,7 @@ mod tests {
                 sessions: None,
                 rss_bytes: None,
                 tserver_ids: Some(held),
+                wanted: None,
             }),
         }
     }
@@ -210,6 +249,27 @@ mod tests {
         assert!(c.dead_owner(1, 9_000).is_none(), "a monitor that stopped gave its slots back to the group");
         c.observe(&hb("c", 9_000, vec![0], vec![]));
         assert!(c.dead_owner(0, 9_000).is_none(), "a live monitor owns it now");
+    }
+
+    #[test]
+    fn a_view_is_current_only_with_the_readers_own_recent_report() {
+        let mut c = Cluster::new(Liveness { heartbeat_ms: 1_000, missed: 3 });
+        assert!(!c.is_current("me", 5_000), "nothing read back yet");
+        c.observe(&hb("me", 5_000, vec![0], vec![]));
+        assert!(c.is_current("me", 7_000));
+        assert!(!c.is_current("me", 8_001), "its own reports stopped arriving: the view is stale");
+    }
+
+    #[test]
+    fn a_view_is_trusted_after_two_liveness_windows_of_being_current() {
+        let l = Liveness { heartbeat_ms: 1_000, missed: 3 };
+        let mut t = Trust::default();
+        assert!(!t.update(true, l, 10_000));
+        assert!(!t.update(true, l, 15_999));
+        assert!(t.update(true, l, 16_000));
+        assert!(!t.update(false, l, 17_000), "a break (an outage) starts it again");
+        assert!(!t.update(true, l, 18_000));
+        assert!(t.update(true, l, 24_000));
     }
 
     #[test]

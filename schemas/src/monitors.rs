@@ -32,6 +32,10 @@ pub struct Heartbeat {
     /// T-Servers the monitor holds now (schema v3; `None` when written by v1 or v2).
     #[serde(default)]
     pub tserver_ids: Option<Vec<i32>>,
+    /// T-Servers its slots assign to it that it waits to connect because another monitor
+    /// still holds them (schema v5; `None` before).
+    #[serde(default)]
+    pub wanted: Option<Vec<i32>>,
 }
 
 /// A monitor is shutting down on purpose.

@@ -45,6 +45,7 @@ const SOURCES: &[(SchemaKind, u32, &str)] = &[
     (SchemaKind::Monitors, 4, include_str!("../avro/monitors.v4.avsc")),
     (SchemaKind::Assignments, 1, include_str!("../avro/assignments.v1.avsc")),
     (SchemaKind::Calls, 2, include_str!("../avro/calls.v2.avsc")),
+    (SchemaKind::Monitors, 5, include_str!("../avro/monitors.v5.avsc")),
 ];
 
 /// All versions, parsed once.

@@ -23,6 +23,7 @@ fn golden_event() -> MonitorEvent {
             sessions: None,
             rss_bytes: None,
             tserver_ids: None,
+            wanted: None,
         }),
     }
 }
@@ -38,12 +39,13 @@ fn v1_heartbeat_bytes_decode_with_v2_code() {
 #[test]
 fn current_writer_is_the_newest_version_and_keeps_the_new_fields() {
     let current = registry().current(SchemaKind::Monitors);
-    assert_eq!(current.version, 4);
+    assert_eq!(current.version, 5);
     let mut event = golden_event();
     if let MonitorBody::Heartbeat(h) = &mut event.body {
         h.sessions = Some(2);
         h.rss_bytes = Some(12_345_678);
         h.tserver_ids = Some(vec![1, 4]);
+        h.wanted = Some(vec![6]);
     }
     let bytes = netwatch_schemas::encode(&event).unwrap();
     assert_eq!(bytes[2..10], current.fingerprint);
@@ -142,7 +144,7 @@ fn calls_v2_keeps_the_sequence_number_and_the_loss_count() {
 #[test]
 fn every_schema_version_parses_and_fingerprints_are_distinct() {
     let all = registry().all();
-    assert_eq!(all.len(), 8);
+    assert_eq!(all.len(), 9);
     let mut prints: Vec<_> = all.iter().map(|v| v.fingerprint).collect();
     prints.sort();
     prints.dedup();

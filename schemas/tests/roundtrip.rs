@@ -82,28 +82,25 @@ fn call_event() -> impl Strategy<Value = CallEvent> {
 }
 
 fn monitor_event() -> impl Strategy<Value = MonitorEvent> {
-    let body = prop_oneof![
-        (text(), any::<i32>()).prop_map(|(host, pid)| MonitorBody::Started(Started { host, pid })),
-        (
-            prop::collection::vec(any::<i32>(), 0..8),
-            any::<i32>(),
-            any::<i32>(),
-            proptest::option::of(any::<i32>()),
-            proptest::option::of(any::<i64>()),
-            proptest::option::of(prop::collection::vec(any::<i32>(), 0..8))
-        )
-            .prop_map(|(slots, tservers, dns, sessions, rss_bytes, tserver_ids)| MonitorBody::Heartbeat(Heartbeat {
-                slots,
-                tservers,
-                dns,
-                sessions,
-                rss_bytes,
-                tserver_ids
-            })),
-        text().prop_map(|reason| MonitorBody::Stopping(Stopping { reason })),
-        prop::collection::vec(any::<i32>(), 0..8)
-            .prop_map(|partitions| MonitorBody::DispatcherHeartbeat(DispatcherHeartbeat { partitions })),
-    ];
+    let body =
+        prop_oneof![
+            (text(), any::<i32>()).prop_map(|(host, pid)| MonitorBody::Started(Started { host, pid })),
+            (
+                prop::collection::vec(any::<i32>(), 0..8),
+                any::<i32>(),
+                any::<i32>(),
+                proptest::option::of(any::<i32>()),
+                proptest::option::of(any::<i64>()),
+                proptest::option::of(prop::collection::vec(any::<i32>(), 0..8)),
+                proptest::option::of(prop::collection::vec(any::<i32>(), 0..8))
+            )
+                .prop_map(|(slots, tservers, dns, sessions, rss_bytes, tserver_ids, wanted)| MonitorBody::Heartbeat(
+                    Heartbeat { slots, tservers, dns, sessions, rss_bytes, tserver_ids, wanted }
+                )),
+            text().prop_map(|reason| MonitorBody::Stopping(Stopping { reason })),
+            prop::collection::vec(any::<i32>(), 0..8)
+                .prop_map(|partitions| MonitorBody::DispatcherHeartbeat(DispatcherHeartbeat { partitions })),
+        ];
     (text(), any::<i64>(), body).prop_map(|(monitor_id, at_ms, body)| MonitorEvent { monitor_id, at_ms, body })
 }
 

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod cti_doc;
+pub mod sampler;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -173,6 +174,11 @@ impl World {
         c
     }
 
+    /// Run a command to completion with the projections in another store.
+    pub fn run_in_store(&self, store: &str, args: &[&str]) -> Output {
+        self.command(args).env("NETWATCH_STORE", store).stdin(Stdio::null()).output().expect("run netwatch")
+    }
+
     /// Run a command to completion.
     pub fn run(&self, args: &[&str]) -> Output {
         self.command(args).stdin(Stdio::null()).output().expect("run netwatch")
@@ -199,15 +205,29 @@ impl World {
         self.ok(&["cat", topic, "--from-beginning"]).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
     }
 
+    /// Start a long-running netwatch process whose projections go to another store.
+    pub fn spawn_in_store(&self, name: &str, store: &str, args: &[&str]) -> Proc {
+        self.spawn_with(name, args, Some(store))
+    }
+
     /// Start a long-running netwatch process.
     pub fn spawn(&self, name: &str, args: &[&str]) -> Proc {
+        self.spawn_with(name, args, None)
+    }
+
+    fn spawn_with(&self, name: &str, args: &[&str], store: Option<&str>) -> Proc {
         let log = self.path(&format!("{name}.log"));
-        let child = self
-            .command(args)
+        let mut command = self.command(args);
+        if let Some(store) = store {
+            command.env("NETWATCH_STORE", store);
+        }
+        // A restarted process appends to the log of its earlier runs.
+        let append = |p: PathBuf| std::fs::OpenOptions::new().create(true).append(true).open(p).unwrap();
+        let child = command
             .env("NETWATCH_LOG", "info")
             .stdin(Stdio::null())
-            .stdout(Stdio::from(std::fs::File::create(self.path(&format!("{name}.out"))).unwrap()))
-            .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+            .stdout(Stdio::from(append(self.path(&format!("{name}.out")))))
+            .stderr(Stdio::from(append(log.clone())))
             .spawn()
             .expect("spawn netwatch");
         Proc { name: name.into(), child, log }

@@ -78,6 +78,7 @@ impl Site {
                         sessions: None,
                         rss_bytes: None,
                         tserver_ids: Some(held),
+                        wanted: None,
                     }),
                 }
             })
@@ -244,6 +245,7 @@ fn two_dispatchers_never_move_at_the_same_moment_and_the_loads_settle() {
                         sessions: None,
                         rss_bytes: None,
                         tserver_ids: Some(held),
+                        wanted: None,
                     }),
                 }
             })
@@ -283,6 +285,7 @@ fn a_tserver_held_by_a_live_monitor_waits_and_a_dead_one_does_not_block() {
             sessions: None,
             rss_bytes: None,
             tserver_ids: Some(vec![1]),
+            wanted: None,
         }),
     };
     d.observe_monitor(&holding);

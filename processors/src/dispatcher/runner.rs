@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::core::{Dispatcher, Emitted, Settings};
+use crate::cluster::Trust;
 
 /// Dispatcher settings.
 #[derive(Clone, Debug)]
@@ -90,6 +91,7 @@ pub async fn run(log: Log, config: DispatcherConfig, mut shutdown: watch::Receiv
         config: join()?,
     };
     let mut orphans = Orphans::default();
+    let mut trust = Trust::default();
     let dead = log.dead_letter(&group);
     let health = watch_broker(
         &log.kafka,
@@ -119,7 +121,11 @@ pub async fn run(log: Log, config: DispatcherConfig, mut shutdown: watch::Receiv
                 }
             }
             _ = tick.tick() => {
-                if catch_up.live {
+                // Liveness decisions (evacuation, placement, moves) need a current view of the
+                // monitors: after a broker outage their reports arrive late.
+                let now = now_ms();
+                let current = core.cluster().is_current(&instance, now);
+                if catch_up.live && trust.update(current, config.settings.liveness, now) {
                     let topics = &log.topics;
                     let commands = core.tick(now_ms(), |t| owned.contains(&topics.tserver_partition(t)));
                     if let Err(e) = emit(&log, &instance, commands).await { break Err(e) }

@@ -10,13 +10,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use netwatch_eventlog::{
-    spawn_group_consumer, spawn_tail, watch_broker, ConsumerEvent, GroupOptions, Log, LogError, Stall, StartAt, Topic,
+    spawn_group_consumer, spawn_tail, watch_broker, BrokerHealth, ConsumerEvent, GroupOptions, Log, LogError, Stall, StartAt, Topic,
 };
 use netwatch_schemas::assignments::Assignment;
 use netwatch_schemas::config::TServer;
 use netwatch_schemas::monitors::{Heartbeat, MonitorBody, MonitorEvent, Started, Stopping};
 
-use crate::cluster::{Cluster, Liveness};
+use crate::cluster::{Cluster, Liveness, Trust};
 use netwatch_schemas::{decode, now_ms};
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -24,12 +24,15 @@ use tracing::{info, warn};
 pub use link::{LinkHandle, LinkSettings, LinkStats};
 pub use slots::Slots;
 
-/// How long a monitor waits without slots (while some are unowned and the broker
-/// answers) before it joins its group again.
+/// How long slots may have no live owner (while the broker answers) before a monitor
+/// joins its group again.
 const REJOIN_PATIENCE: Duration = Duration::from_secs(10);
-/// How long a leaving monitor waits for others to own its slots before it releases what
-/// it still holds (well inside the 14 s a stop may take).
-const HANDOVER_WAIT: Duration = Duration::from_secs(7);
+/// How long a kept link waits to be asked for (with the broker answering) before it is
+/// released anyway: longer than a new monitor needs before it trusts its view.
+const HANDOVER_WAIT: Duration = Duration::from_secs(15);
+/// How long a leaving monitor waits for others to ask for its T-Servers (well inside the
+/// 14 s a stop may take).
+const LEAVE_WAIT: Duration = Duration::from_secs(7);
 
 /// Monitor settings.
 #[derive(Clone, Debug)]
@@ -82,6 +85,10 @@ pub async fn run(log: Log, config: MonitorConfig, mut shutdown: watch::Receiver<
         limbo: BTreeMap::new(),
         deferred: BTreeSet::new(),
         draining: BTreeMap::new(),
+        health: health.clone(),
+        leaving: false,
+        trust: Trust::default(),
+        trust_ok: false,
         link: config.link.clone(),
     };
     monitor.report(MonitorBody::Started(Started { host: hostname(), pid: std::process::id() as i32 })).await;
@@ -101,13 +108,21 @@ pub async fn run(log: Log, config: MonitorConfig, mut shutdown: watch::Receiver<
                 monitor.drained();
                 monitor.release_taken(false).await;
                 monitor.heartbeat().await;
-                // No slots while some slot has no live owner, with the broker answering: the
-                // group lost this member (a broker restart or a long pause); join it again.
+                // Slots without a live owner, with the broker answering and this view current:
+                // the group lost members or holds ghosts of them (a broker restart or a long
+                // pause, docs/broker-notes.md); joining again makes it form anew.
                 let now = netwatch_schemas::now_ms();
-                let unowned = (0..log.topics.slots).any(|s| monitor.cluster.owner_of(s, now).is_none());
-                let stalled = health.reachable() && monitor.slots.owned().is_empty() && unowned;
+                let unowned = (0..log.topics.slots).filter(|s| monitor.cluster.owner_of(*s, now).is_none()).count();
+                let trusted = monitor.trusted(now);
+                let stalled = health.reachable() && trusted && unowned > 0;
                 if stall.due(stalled, tokio::time::Instant::now()) {
-                    warn!(patience_s = REJOIN_PATIENCE.as_secs(), "No slots while slots have no live owner; rejoining the monitor group.");
+                    warn!(unowned, patience_s = REJOIN_PATIENCE.as_secs(), "Slots have had no live owner for a while; rejoining the monitor group.");
+                    // The old membership's slots are given up here (its revocations are not
+                    // read); their links are kept aside like those of any revoked slot.
+                    for slot in monitor.slots.owned() {
+                        monitor.keep_aside(slot);
+                    }
+                    monitor.changed = true;
                     std::mem::replace(&mut consumer, join()?).stop().await;
                 }
                 continue;
@@ -125,10 +140,10 @@ pub async fn run(log: Log, config: MonitorConfig, mut shutdown: watch::Receiver<
                         monitor.cluster.observe(&m);
                         // A holder that let go is seen here first: connect at once. And a
                         // monitor that now owns the slot of a kept link takes it over.
+                        if !monitor.deferred.is_empty() {
+                            monitor.retry_deferred().await;
+                        }
                         if m.monitor_id != monitor.id {
-                            if !monitor.deferred.is_empty() {
-                                monitor.retry_deferred().await;
-                            }
                             monitor.release_taken(false).await;
                         }
                     }
@@ -210,8 +225,6 @@ pub async fn run(log: Log, config: MonitorConfig, mut shutdown: watch::Receiver<
 /// A link kept aside after its slot was revoked.
 struct Kept {
     link: LinkHandle,
-    /// The slot its T-Server was in.
-    slot: i32,
     /// When the new assignment was read without it: from then on it waits to be taken over.
     settled: Option<tokio::time::Instant>,
 }
@@ -232,6 +245,13 @@ struct Monitor {
     deferred: BTreeSet<i32>,
     /// T-Servers released whose captured events are still on their way to the broker.
     draining: BTreeMap<i32, tokio::task::JoinHandle<()>>,
+    /// Does the broker answer?
+    health: BrokerHealth,
+    /// It is handing its T-Servers over before it stops.
+    leaving: bool,
+    /// How long its view of the others has been current, and the latest verdict.
+    trust: Trust,
+    trust_ok: bool,
     link: LinkSettings,
 }
 
@@ -259,6 +279,14 @@ impl Monitor {
                 // live monitor still reports holding this T-Server (a group or a
                 // dispatcher decision raced its release), wait for it to let go.
                 let now = netwatch_schemas::now_ms();
+                // Only a trusted view can tell: after a broker outage the others' reports come
+                // late, and a monitor still holding the T-Server would look dead meanwhile.
+                if !self.trusted(now) {
+                    if self.deferred.insert(tserver) {
+                        info!(tserver, "Waiting for current reports of the other monitors before connecting.");
+                    }
+                    return;
+                }
                 let holder = self.cluster.live(now).into_iter().find(|m| m.id != self.id && m.tservers.contains(&tserver));
                 if let Some(other) = holder {
                     if self.deferred.insert(tserver) {
@@ -291,7 +319,7 @@ impl Monitor {
     fn keep_aside(&mut self, slot: i32) {
         for t in self.slots.revoke(slot) {
             if let Some(link) = self.links.remove(&t) {
-                self.limbo.insert(t, Kept { link, slot, settled: None });
+                self.limbo.insert(t, Kept { link, settled: None });
             }
         }
     }
@@ -318,19 +346,30 @@ impl Monitor {
         self.release_taken(false).await;
     }
 
-    /// Release the settled kept links whose slot another live monitor owns now (it waits
-    /// for this monitor to let go, then connects at once), and those settled longer than
-    /// HANDOVER_WAIT ago; with `all`, every kept link.
+    /// Release the settled kept links that another live monitor waits for (its heartbeat
+    /// lists the T-Server as wanted: it connects as soon as this monitor's heartbeat no
+    /// longer lists the T-Server) and, as a last resort, those settled longer than
+    /// HANDOVER_WAIT ago (LEAVE_WAIT when leaving) with the broker answering all along;
+    /// with `all`, every kept link.
     async fn release_taken(&mut self, all: bool) {
         let (now, now_ms) = (tokio::time::Instant::now(), now_ms());
+        // Cut off from the broker (or reading its own reports late), nobody can take a slot
+        // over: keep every link, and let the wait start again once the view is current.
+        if !(all || self.health.reachable() && self.cluster.is_current(&self.id, now_ms)) {
+            for k in self.limbo.values_mut() {
+                if k.settled.is_some() {
+                    k.settled = Some(now);
+                }
+            }
+            return;
+        }
+        let live = self.cluster.live(now_ms);
+        let wanted_elsewhere = |t: i32| live.iter().any(|m| m.id != self.id && m.wanted.contains(&t));
+        let wait = if self.leaving { LEAVE_WAIT } else { HANDOVER_WAIT };
         let taken: Vec<i32> = self
             .limbo
             .iter()
-            .filter(|(_, k)| {
-                all || k
-                    .settled
-                    .is_some_and(|at| now >= at + HANDOVER_WAIT || self.cluster.owner_of(k.slot, now_ms).is_some_and(|m| m.id != self.id))
-            })
+            .filter(|(t, k)| all || k.settled.is_some_and(|at| wanted_elsewhere(**t) || now >= at + wait))
             .map(|(t, _)| *t)
             .collect();
         if taken.is_empty() {
@@ -344,15 +383,16 @@ impl Monitor {
         self.release(taken).await;
     }
 
-    /// Leaving: every link is handed over as its slot gets a new live owner, for at most
-    /// HANDOVER_WAIT; then what is left is released.
+    /// Leaving: every link is handed over as another monitor asks for it, for at most
+    /// LEAVE_WAIT; then what is left is released.
     async fn hand_over(&mut self, others: &mut netwatch_eventlog::GroupConsumer) {
-        let deadline = tokio::time::Instant::now() + HANDOVER_WAIT;
+        self.leaving = true;
+        let deadline = tokio::time::Instant::now() + LEAVE_WAIT;
         for k in self.limbo.values_mut() {
             k.settled.get_or_insert(tokio::time::Instant::now());
         }
         let mut beat = tokio::time::interval(Duration::from_millis(self.cluster.liveness.heartbeat_ms.max(100) as u64));
-        info!(tservers = self.limbo.len(), "Leaving: each T-Server is released once another monitor owns its slot.");
+        info!(tservers = self.limbo.len(), "Leaving: each T-Server is released once another monitor asks for it.");
         while !self.limbo.is_empty() {
             if std::mem::take(&mut self.changed) {
                 self.heartbeat().await;
@@ -417,6 +457,13 @@ impl Monitor {
         }
     }
 
+    /// May this monitor take another for dead? See [`Trust`].
+    fn trusted(&mut self, now: i64) -> bool {
+        let current = self.cluster.is_current(&self.id, now);
+        self.trust_ok = self.trust.update(current, self.cluster.liveness, now);
+        self.trust_ok
+    }
+
     /// T-Servers this monitor holds: a link, or captured events still on their way.
     fn held(&self) -> BTreeSet<i32> {
         self.links.keys().chain(self.limbo.keys()).chain(self.draining.keys()).copied().collect()
@@ -432,6 +479,8 @@ impl Monitor {
             sessions: Some(sessions),
             rss_bytes: rss_bytes(),
             tserver_ids: Some(self.held().into_iter().collect()),
+            // Only a monitor ready to connect asks: the holder lets go as soon as it reads this.
+            wanted: Some(if self.trust_ok { self.deferred.iter().copied().collect() } else { Vec::new() }),
         });
         self.report(body).await;
     }
