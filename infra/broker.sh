@@ -103,7 +103,9 @@ case "${1:-}" in
           echo "broker: tansu panicked at $where and fails every request until restarted; restarting it (its data is on disk, Netwatch resends what was not acknowledged)"
           restarts+=("$now")
           "$0" stop >/dev/null
-          "$0" start >/dev/null 2>&1 || true
+          if "$0" start >/dev/null 2>&1; then
+            echo "broker: running again after $(($(date +%s) - now)) s"
+          fi
         else
           echo "broker: tansu panicked again at $where after 3 restarts in 10 minutes: a client whose idempotent send timed out is still connected (docs/broker-notes.md); stop it, then run make broker-up"
         fi

@@ -257,7 +257,8 @@ fn the_broker_watch_reports_a_silent_broker_and_restarts_a_panicked_or_dead_one(
             .env("BROKER_WATCH_INTERVAL", "1")
             .env("NETWATCH_BROKERS", format!("127.0.0.1:{port}"))
             .env("NETWATCH_TOPIC_PREFIX", "watch.")
-            .env("NETWATCH_STORE", format!("sqlite://{}/nw.db", dir.path().display()));
+            .env("NETWATCH_STORE", format!("sqlite://{}/nw.db", dir.path().display()))
+            .env("NETWATCH_CONFIG_SNAPSHOT", dir.path().join("config-snapshots"));
     };
     let run = |args: &[&str]| {
         let mut c = std::process::Command::new(args[0]);
@@ -328,6 +329,24 @@ fn the_broker_watch_reports_a_silent_broker_and_restarts_a_panicked_or_dead_one(
         }
     });
 
+    // Before the kill, the watch has finished restarting after every panic it reported (a
+    // panic comes back once or twice while the trapped client is still connected; one panic
+    // can write several lines), and no panic line came for 2 s, twice the watch's interval.
+    let (panic_lines, stable_since) = (std::cell::Cell::new(usize::MAX), std::cell::Cell::new(std::time::Instant::now()));
+    wait_for("the watch to have restarted the broker after every panic", Duration::from_secs(60), || {
+        let out = std::fs::read_to_string(&out_path).unwrap_or_default();
+        let in_log = std::fs::read_to_string(data.join("tansu.log")).unwrap_or_default().lines().filter(|l| l.contains("panicked at")).count();
+        let (reported, restarted) = (out.matches("tansu panicked at").count(), out.matches("broker: running again after").count());
+        if panic_lines.replace(in_log) != in_log {
+            stable_since.set(std::time::Instant::now());
+        }
+        let settled = stable_since.get().elapsed() >= Duration::from_secs(2) && reported == restarted;
+        if settled && run(&[nw, "topics", "wait", "--timeout", "2s"]).status.success() {
+            Ok(())
+        } else {
+            Err(format!("{in_log} panic lines in the broker's log, {reported} panics reported, {restarted} restarts done"))
+        }
+    });
     signal("KILL");
     said("broker: tansu exited");
     wait_for("the broker to answer after its restart", Duration::from_secs(40), || {

@@ -7,7 +7,7 @@ mod harness;
 use std::time::Duration;
 
 use harness::{free_port, http_get, wait_for, LogsOnPanic, World};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// T-Server 1 scenario (offsets in ms from its start; the simulator stamps events with
 /// exactly these offsets, so durations below follow from them).
@@ -387,4 +387,42 @@ fn bad_config_input_exits_2_and_appends_nothing() {
     let out = w.run(&["cat", "nosuchtopic"]);
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(w.records("config").len(), before);
+}
+
+/// `netwatch config` validates against the snapshot the previous command left and the
+/// records appended since; a snapshot the log no longer matches is thrown away.
+#[test]
+fn config_commands_read_what_follows_their_snapshot_and_drop_a_stale_one() {
+    let w = World::start();
+    w.ok(&["config", "tserver", "create", "--id", "1", "--name", "TS1", "--host", "127.0.0.1", "--port", "7001"]);
+    w.ok(&["config", "dn", "create", "--tserver", "1", "--dbid", "10", "--number", "5001"]);
+    let dir = w.path("config-snapshots");
+    let files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let snapshot = &files[0];
+
+    // Another writer, without the snapshot, appends DN 5002: the next command reads it from
+    // the tail and refuses its DBID.
+    let out = w.run_env(&[("NETWATCH_CONFIG_SNAPSHOT", "off")], &["config", "dn", "create", "--tserver", "1", "--dbid", "11", "--number", "5002"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = w.run(&["config", "dn", "create", "--tserver", "1", "--dbid", "11", "--number", "5003"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("DBID 11 is already used by DN 5002"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // A snapshot whose last record is not the one the log holds at that offset (as after the
+    // topic was recreated) is not believed: the DN it invents does not block DBID 99.
+    let mut file: Value = serde_json::from_slice(&std::fs::read(snapshot).unwrap()).unwrap();
+    file["dns"].as_array_mut().unwrap().push(json!({"dbid": 99, "tserver": 1, "number": "5099", "dn_type": "Extension"}));
+    for position in file["positions"].as_object_mut().unwrap().values_mut() {
+        position["last_event_id"] = json!("not-in-the-log");
+    }
+    std::fs::write(snapshot, serde_json::to_vec(&file).unwrap()).unwrap();
+    w.ok(&["config", "dn", "create", "--tserver", "1", "--dbid", "99", "--number", "5004"]);
+    // The snapshot was rewritten from the log, and is believed again.
+    let file: Value = serde_json::from_slice(&std::fs::read(snapshot).unwrap()).unwrap();
+    let numbers: Vec<&str> = file["dns"].as_array().unwrap().iter().map(|d| d["number"].as_str().unwrap()).collect();
+    assert_eq!(numbers, ["5001", "5002"], "the snapshot is taken before the command appends");
+    let out = w.run(&["config", "dn", "create", "--tserver", "1", "--dbid", "99", "--number", "5005"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("DBID 99 is already used by DN 5004"), "{}", String::from_utf8_lossy(&out.stderr));
 }

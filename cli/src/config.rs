@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use netwatch_eventlog::{Log, Topic};
 use netwatch_producers::config::{ConfigState, ImportLine};
 use netwatch_schemas::config::{ConfigChange, ConfigEvent, Dn, DnRef, DnType, TServer, TServerRef};
-use netwatch_schemas::{decode, now_ms};
+use netwatch_schemas::{encode, now_ms};
 
 use crate::{input, CliError, Ctx};
 
@@ -92,17 +92,10 @@ pub enum DnCmd {
     },
 }
 
-/// The configuration as the log holds it now.
+/// The configuration as the log holds it now (from the last command's snapshot and the
+/// records appended since: [`crate::config_snapshot`]).
 pub async fn current_state(log: &Log) -> Result<ConfigState, CliError> {
-    let mut state = ConfigState::default();
-    for r in log.read_all(Topic::Config, None).await? {
-        if let Some(Ok(event)) = r.value.as_deref().map(decode::<ConfigEvent>) {
-            // Refused or undecodable records in the log are reported by the dispatcher and
-            // projections; here they simply do not change the configuration.
-            let _ = state.accept(&event.change);
-        }
-    }
-    Ok(state)
+    Ok(crate::config_snapshot::current_state(log).await?)
 }
 
 /// Validate every change against the current configuration, then append them all.
@@ -110,12 +103,16 @@ pub async fn submit(log: &Log, source: &str, changes: Vec<ConfigChange>, state: 
     for (i, change) in changes.iter().enumerate() {
         state.accept(change).map_err(|e| if changes.len() > 1 { input(format!("change {}: {e}", i + 1)) } else { input(e.to_string()) })?;
     }
+    // Pipelined: every change is handed to the idempotent producer at once (order kept per
+    // T-Server, which is the partition key), then every acknowledgement awaited.
     let topic = log.topic(Topic::Config);
+    let mut records = Vec::with_capacity(changes.len());
     for change in changes {
         let tserver = change.tserver_id();
         let event = ConfigEvent { event_id: uuid::Uuid::new_v4().to_string(), at_ms: now_ms(), source: source.to_string(), change };
-        log.producer.send(&topic, &tserver.to_string(), Some(log.topics.tserver_partition(tserver)), &event).await?;
+        records.push((topic.clone(), tserver.to_string(), log.topics.tserver_partition(tserver), encode(&event)?));
     }
+    log.producer.send_all(&records).await?;
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 mod bench;
 mod cat;
 mod config;
+mod config_snapshot;
 mod deadletter;
 mod query;
 mod replay;

@@ -170,6 +170,7 @@ impl World {
             .env("NETWATCH_BROKERS", &self.brokers)
             .env("NETWATCH_TOPIC_PREFIX", &self.prefix)
             .env("NETWATCH_STORE", &self.store)
+            .env("NETWATCH_CONFIG_SNAPSHOT", self.path("config-snapshots"))
             .env_remove("NETWATCH_LOG");
         c
     }
@@ -177,6 +178,11 @@ impl World {
     /// Run a command to completion with the projections in another store.
     pub fn run_in_store(&self, store: &str, args: &[&str]) -> Output {
         self.command(args).env("NETWATCH_STORE", store).stdin(Stdio::null()).output().expect("run netwatch")
+    }
+
+    /// Run a command to completion with extra environment variables.
+    pub fn run_env(&self, env: &[(&str, &str)], args: &[&str]) -> Output {
+        self.command(args).envs(env.iter().copied()).stdin(Stdio::null()).output().expect("run netwatch")
     }
 
     /// Run a command to completion.
