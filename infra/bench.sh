@@ -21,6 +21,13 @@ echo "running: $command" >&2
 table=$($command)
 echo "$table"
 
+tservers=${BENCH_TSERVERS:-1000}
+dns=${BENCH_DNS:-100}
+config_command="$bin bench config --tservers $tservers --dns $dns --runs $runs"
+echo "running: $config_command" >&2
+config_table=$($config_command)
+echo "$config_table"
+
 cores=$(nproc)
 memory=$(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)
 cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
@@ -48,6 +55,21 @@ $table
   CTI link; the monitor's link reads, parses and encodes each and appends it through the
   pipelined emitter (at most 20,000 in flight); timed from the moment every DN is registered
   to the broker's acknowledgement of the last event.
+
+## Configuration
+
+Command: \`make bench\`, which runs \`netwatch bench config --tservers $tservers --dns $dns --runs $runs\`
+against its own broker.
+
+$config_table
+
+- *config import*: \`netwatch config import\` of a file creating every T-Server and DN,
+  timed from the process's start to its exit (validation in memory, then every change handed
+  to the idempotent producer at once and the acknowledgements awaited).
+- *one command*: \`netwatch config dn create\` as a new process, with the site configured and
+  the snapshot the previous command left (\`data/config-snapshots/\`): it reads only the
+  \`config\` records appended since, checks that the record the snapshot saw last is still
+  at its offset, validates, appends one record. Without a snapshot it reads the whole topic.
 DOC
   if [ -f "$top/docs/benchmarks.notes.md" ]; then echo; cat "$top/docs/benchmarks.notes.md"; fi
 } > "$top/docs/benchmarks.md"

@@ -426,3 +426,19 @@ fn config_commands_read_what_follows_their_snapshot_and_drop_a_stale_one() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("DBID 99 is already used by DN 5004"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// `netwatch bench` still works (a smoke run at tiny sizes: figures are measured by
+/// `make bench`, never asserted here).
+#[test]
+fn bench_runs_at_tiny_sizes_and_prints_its_tables() {
+    let w = World::start();
+    let out = w.run(&["bench", "capture", "--events", "200", "--runs", "1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("| raw produce") && table.contains("| capture: one CTI link into calls | 200 |"), "{table}");
+    let out = w.run(&["bench", "config", "--tservers", "3", "--dns", "5", "--runs", "1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let table = String::from_utf8_lossy(&out.stdout);
+    // 3 T-Servers and 15 DNs imported; then single commands with those 15 DNs configured.
+    assert!(table.contains("`config import` of 18 changes") && table.contains("with 15 DNs configured"), "{table}");
+}

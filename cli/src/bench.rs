@@ -21,6 +21,22 @@ pub enum BenchCmd {
     /// One CTI link capturing a burst of events into `calls`, against a plain rdkafka
     /// producer of the same records on the same broker.
     Capture(CaptureArgs),
+    /// `netwatch config import` of a whole site, then single `netwatch config` commands
+    /// with that site configured (each a separate process, timed from spawn to exit).
+    Config(ConfigArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ConfigArgs {
+    /// T-Servers of the imported site.
+    #[arg(long, default_value_t = 1_000)]
+    tservers: i32,
+    /// DNs per T-Server.
+    #[arg(long, default_value_t = 100)]
+    dns: i32,
+    /// Runs of each figure; the table shows the median with min and max.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
 }
 
 #[derive(Args, Debug)]
@@ -36,6 +52,7 @@ pub struct CaptureArgs {
 pub async fn run(ctx: &Ctx, cmd: BenchCmd) -> Result<(), CliError> {
     match cmd {
         BenchCmd::Capture(args) => capture(ctx, args).await,
+        BenchCmd::Config(args) => config(ctx, args).await,
     }
 }
 
@@ -182,5 +199,109 @@ fn print_table(ceiling: &Figure, figures: &[&Figure]) {
     println!("|---|---:|---:|---:|---:|---:|");
     for f in figures {
         println!("| {} | {} | {:.0} | {:.0} | {:.0} | {:.2} |", f.name, f.events, f.median(), f.min(), f.max(), f.median() / ceiling);
+    }
+}
+
+/// Median, min and max of measured values.
+fn spread(values: &[f64]) -> (f64, f64, f64) {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
+/// Run this binary with `args` against the topics under `prefix`, keeping configuration
+/// snapshots in `snapshots`; the wall time from spawn to exit.
+async fn timed_command(ctx: &Ctx, prefix: &str, snapshots: &std::path::Path, args: &[&str]) -> Result<Duration, CliError> {
+    let exe = std::env::current_exe()?;
+    let start = Instant::now();
+    let out = tokio::process::Command::new(exe)
+        .args(args)
+        .env("NETWATCH_BROKERS", &ctx.kafka.brokers)
+        .env("NETWATCH_TOPIC_PREFIX", prefix)
+        .env("NETWATCH_CONFIG_SNAPSHOT", snapshots)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await?;
+    let elapsed = start.elapsed();
+    if !out.status.success() {
+        return Err(CliError::Failed(anyhow::anyhow!("netwatch {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim())));
+    }
+    Ok(elapsed)
+}
+
+async fn config(ctx: &Ctx, args: ConfigArgs) -> Result<(), CliError> {
+    if args.tservers < 1 || args.dns < 1 || args.runs == 0 {
+        return Err(input("--tservers, --dns and --runs must be at least 1"));
+    }
+    wait_until_ready(&ctx.kafka, Duration::from_secs(30)).await?;
+    let work = std::env::temp_dir().join(format!("netwatch-bench-config-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&work)?;
+    let result = config_runs(ctx, &args, &work).await;
+    let _ = std::fs::remove_dir_all(&work);
+    result
+}
+
+async fn config_runs(ctx: &Ctx, args: &ConfigArgs, work: &std::path::Path) -> Result<(), CliError> {
+    let file = work.join("site.jsonl");
+    {
+        use std::io::Write;
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&file)?);
+        for t in 1..=args.tservers {
+            writeln!(out, r#"{{"op":"create_tserver","id":{t},"name":"TS{t}","host":"127.0.0.1","port":{}}}"#, 10_000 + t % 50_000)?;
+            for d in 0..args.dns {
+                let dbid = t * args.dns + d;
+                writeln!(out, r#"{{"op":"create_dn","tserver":{t},"dbid":{dbid},"number":"{}"}}"#, 5000 + d)?;
+            }
+        }
+    }
+    let changes = args.tservers as u64 * (1 + args.dns as u64);
+    let (mut import, mut warm, mut cold) = (Vec::new(), Vec::new(), Vec::new());
+    for run in 1..=args.runs {
+        let prefix = format!("bench-{}.", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let topics = Topics { prefix: prefix.clone(), ..ctx.topics.clone() };
+        create_topics(&ctx.kafka, &topics).await?;
+        let snapshots = work.join(format!("snapshots-{run}"));
+        let took = timed_command(ctx, &prefix, &snapshots, &["config", "import", file.to_str().unwrap_or_default()]).await?;
+        let rate = changes as f64 / took.as_secs_f64();
+        eprintln!("run {run}: config import of {changes} changes in {:.1} s ({rate:.0}/s)", took.as_secs_f64());
+        import.push(rate);
+        // One command with the site configured: the first reads the import's records after
+        // the snapshot the import left, the next ones only their predecessor's.
+        for i in 0..4 {
+            let dbid = (args.tservers + 1) * args.dns + run as i32 * 10 + i;
+            let number = format!("9{dbid}");
+            let took =
+                timed_command(ctx, &prefix, &snapshots, &["config", "dn", "create", "--tserver", "1", "--dbid", &dbid.to_string(), "--number", &number]).await?;
+            eprintln!("run {run}: config dn create {} ms{}", took.as_millis(), if i == 0 { " (after the import)" } else { "" });
+            if i > 0 {
+                warm.push(took.as_secs_f64() * 1000.0);
+            }
+        }
+        std::fs::remove_dir_all(&snapshots)?;
+        let dbid = (args.tservers + 1) * args.dns + run as i32 * 10 + 9;
+        let took = timed_command(ctx, &prefix, &snapshots, &["config", "dn", "create", "--tserver", "1", "--dbid", &dbid.to_string(), "--number", &format!("9{dbid}")]).await?;
+        eprintln!("run {run}: config dn create without a snapshot {} ms", took.as_millis());
+        cold.push(took.as_secs_f64() * 1000.0);
+    }
+    println!("| figure | target | median | min | max | met |");
+    println!("|---|---|---:|---:|---:|---|");
+    let (m, lo, hi) = spread(&import);
+    println!("| `config import` of {changes} changes (process wall clock) | ≥ 10,000 changes/s | {m:.0}/s | {lo:.0}/s | {hi:.0}/s | {} |", yes(m >= 10_000.0));
+    let (m, lo, hi) = spread(&warm);
+    println!(
+        "| one `netwatch config dn create` with {} DNs configured (process wall clock) | ≤ 300 ms | {m:.0} ms | {lo:.0} ms | {hi:.0} ms | {} |",
+        args.tservers * args.dns,
+        yes(m <= 300.0)
+    );
+    let (m, lo, hi) = spread(&cold);
+    println!("| the same without a snapshot (reads the whole `config` topic) | — | {m:.0} ms | {lo:.0} ms | {hi:.0} ms | — |");
+    Ok(())
+}
+
+fn yes(met: bool) -> &'static str {
+    if met {
+        "yes"
+    } else {
+        "**no**"
     }
 }
