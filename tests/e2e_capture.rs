@@ -335,7 +335,8 @@ fn the_broker_watch_reports_a_silent_broker_and_restarts_a_panicked_or_dead_one(
     let (panic_lines, stable_since) = (std::cell::Cell::new(usize::MAX), std::cell::Cell::new(std::time::Instant::now()));
     wait_for("the watch to have restarted the broker after every panic", Duration::from_secs(60), || {
         let out = std::fs::read_to_string(&out_path).unwrap_or_default();
-        let in_log = std::fs::read_to_string(data.join("tansu.log")).unwrap_or_default().lines().filter(|l| l.contains("panicked at")).count();
+        let in_log =
+            std::fs::read_to_string(data.join("tansu.log")).unwrap_or_default().lines().filter(|l| l.contains("panicked at")).count();
         let (reported, restarted) = (out.matches("tansu panicked at").count(), out.matches("broker: running again after").count());
         if panic_lines.replace(in_log) != in_log {
             stable_since.set(std::time::Instant::now());

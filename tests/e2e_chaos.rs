@@ -180,7 +180,7 @@ fn faults_of_every_kind_lose_nothing_and_never_watch_a_dn_twice() {
     let rounds: usize = env_or("CHAOS_ROUNDS", 1);
     let outage = Duration::from_secs(env_or("CHAOS_OUTAGE_S", 15));
     let seed: u64 = env_or("CHAOS_SEED", now_ms() as u64 | 1);
-    eprintln!("chaos: {rounds} rounds, {outage:?} broker outages, CHAOS_SEED={seed}");
+    eprintln!("chaos: {rounds} rounds, {outage:?} broker outages, CHAOS_SEED={seed}, started at {} ms since the epoch", now_ms());
     let mut rng = Rng(seed);
     let started = Instant::now();
 
@@ -348,7 +348,14 @@ fn faults_of_every_kind_lose_nothing_and_never_watch_a_dn_twice() {
             if !MONITORS.contains(&s.client.as_str()) {
                 continue;
             }
-            let key = (t as i64, s.client.clone(), s.seq as i64, s.connid.clone().unwrap_or_default(), s.event.clone(), s.dn.clone().unwrap_or_default());
+            let key = (
+                t as i64,
+                s.client.clone(),
+                s.seq as i64,
+                s.connid.clone().unwrap_or_default(),
+                s.event.clone(),
+                s.dn.clone().unwrap_or_default(),
+            );
             sent.entry(key).or_default().push(s);
         }
     }

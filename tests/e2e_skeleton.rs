@@ -403,11 +403,16 @@ fn config_commands_read_what_follows_their_snapshot_and_drop_a_stale_one() {
 
     // Another writer, without the snapshot, appends DN 5002: the next command reads it from
     // the tail and refuses its DBID.
-    let out = w.run_env(&[("NETWATCH_CONFIG_SNAPSHOT", "off")], &["config", "dn", "create", "--tserver", "1", "--dbid", "11", "--number", "5002"]);
+    let out = w
+        .run_env(&[("NETWATCH_CONFIG_SNAPSHOT", "off")], &["config", "dn", "create", "--tserver", "1", "--dbid", "11", "--number", "5002"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let out = w.run(&["config", "dn", "create", "--tserver", "1", "--dbid", "11", "--number", "5003"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("DBID 11 is already used by DN 5002"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("DBID 11 is already used by DN 5002"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // A snapshot whose last record is not the one the log holds at that offset (as after the
     // topic was recreated) is not believed: the DN it invents does not block DBID 99.
@@ -424,7 +429,11 @@ fn config_commands_read_what_follows_their_snapshot_and_drop_a_stale_one() {
     assert_eq!(numbers, ["5001", "5002"], "the snapshot is taken before the command appends");
     let out = w.run(&["config", "dn", "create", "--tserver", "1", "--dbid", "99", "--number", "5005"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("DBID 99 is already used by DN 5004"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("DBID 99 is already used by DN 5004"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// `netwatch bench` still works (a smoke run at tiny sizes: figures are measured by

@@ -224,7 +224,11 @@ async fn timed_command(ctx: &Ctx, prefix: &str, snapshots: &std::path::Path, arg
         .await?;
     let elapsed = start.elapsed();
     if !out.status.success() {
-        return Err(CliError::Failed(anyhow::anyhow!("netwatch {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim())));
+        return Err(CliError::Failed(anyhow::anyhow!(
+            "netwatch {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
     }
     Ok(elapsed)
 }
@@ -270,8 +274,13 @@ async fn config_runs(ctx: &Ctx, args: &ConfigArgs, work: &std::path::Path) -> Re
         for i in 0..4 {
             let dbid = (args.tservers + 1) * args.dns + run as i32 * 10 + i;
             let number = format!("9{dbid}");
-            let took =
-                timed_command(ctx, &prefix, &snapshots, &["config", "dn", "create", "--tserver", "1", "--dbid", &dbid.to_string(), "--number", &number]).await?;
+            let took = timed_command(
+                ctx,
+                &prefix,
+                &snapshots,
+                &["config", "dn", "create", "--tserver", "1", "--dbid", &dbid.to_string(), "--number", &number],
+            )
+            .await?;
             eprintln!("run {run}: config dn create {} ms{}", took.as_millis(), if i == 0 { " (after the import)" } else { "" });
             if i > 0 {
                 warm.push(took.as_secs_f64() * 1000.0);
@@ -279,14 +288,23 @@ async fn config_runs(ctx: &Ctx, args: &ConfigArgs, work: &std::path::Path) -> Re
         }
         std::fs::remove_dir_all(&snapshots)?;
         let dbid = (args.tservers + 1) * args.dns + run as i32 * 10 + 9;
-        let took = timed_command(ctx, &prefix, &snapshots, &["config", "dn", "create", "--tserver", "1", "--dbid", &dbid.to_string(), "--number", &format!("9{dbid}")]).await?;
+        let took = timed_command(
+            ctx,
+            &prefix,
+            &snapshots,
+            &["config", "dn", "create", "--tserver", "1", "--dbid", &dbid.to_string(), "--number", &format!("9{dbid}")],
+        )
+        .await?;
         eprintln!("run {run}: config dn create without a snapshot {} ms", took.as_millis());
         cold.push(took.as_secs_f64() * 1000.0);
     }
     println!("| figure | target | median | min | max | met |");
     println!("|---|---|---:|---:|---:|---|");
     let (m, lo, hi) = spread(&import);
-    println!("| `config import` of {changes} changes (process wall clock) | ≥ 10,000 changes/s | {m:.0}/s | {lo:.0}/s | {hi:.0}/s | {} |", yes(m >= 10_000.0));
+    println!(
+        "| `config import` of {changes} changes (process wall clock) | ≥ 10,000 changes/s | {m:.0}/s | {lo:.0}/s | {hi:.0}/s | {} |",
+        yes(m >= 10_000.0)
+    );
     let (m, lo, hi) = spread(&warm);
     println!(
         "| one `netwatch config dn create` with {} DNs configured (process wall clock) | ≤ 300 ms | {m:.0} ms | {lo:.0} ms | {hi:.0} ms | {} |",

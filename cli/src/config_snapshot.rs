@@ -86,7 +86,7 @@ pub async fn current_state(log: &Log) -> Result<ConfigState, LogError> {
             match tail(&positions, &records) {
                 Some(tail) => {
                     let (mut state, mut positions) = (state, positions);
-                    fold(&mut state, &mut positions, tail.into_iter());
+                    fold(&mut state, &mut positions, tail);
                     (state, positions)
                 }
                 None => {
@@ -142,11 +142,7 @@ fn load(path: &Path, topic: &str) -> Option<(ConfigState, BTreeMap<i32, Position
     if file.version != VERSION || file.topic != topic {
         return None;
     }
-    let state = ConfigState {
-        tservers: file.tservers.into_iter().map(|t| (t.id, t)).collect(),
-        dns: file.dns.into_iter().map(|d| ((d.tserver, d.number.clone()), d)).collect(),
-    };
-    Some((state, file.positions))
+    Some((ConfigState::from_parts(file.tservers, file.dns), file.positions))
 }
 
 /// Written to a temporary file and renamed, so a reader never sees half a snapshot.
@@ -173,7 +169,12 @@ mod tests {
     use netwatch_schemas::encode;
 
     fn record(partition: i32, offset: i64, id: &str) -> Record {
-        let dn = Dn { tserver: partition, dbid: partition * 1000 + offset as i32, number: format!("{partition}-{offset}"), dn_type: DnType::Extension };
+        let dn = Dn {
+            tserver: partition,
+            dbid: partition * 1000 + offset as i32,
+            number: format!("{partition}-{offset}"),
+            dn_type: DnType::Extension,
+        };
         let event = ConfigEvent { event_id: id.into(), at_ms: 0, source: "test".into(), change: ConfigChange::DnCreated(dn) };
         Record {
             topic: "config".into(),

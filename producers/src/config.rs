@@ -33,11 +33,24 @@ pub enum Rejected {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ConfigState {
     pub tservers: BTreeMap<i32, TServer>,
-    /// DNs by (T-Server, number).
+    /// DNs by (T-Server, number). Read it; change it through [`ConfigState::accept`] (or
+    /// build with [`ConfigState::from_parts`]), which keeps the DBID index in step.
     pub dns: BTreeMap<(i32, String), Dn>,
+    /// (T-Server, number) of each DN by DBID: the uniqueness check without a scan.
+    by_dbid: BTreeMap<i32, (i32, String)>,
 }
 
 impl ConfigState {
+    /// A state holding these T-Servers and DNs (as saved by a snapshot).
+    pub fn from_parts(tservers: impl IntoIterator<Item = TServer>, dns: impl IntoIterator<Item = Dn>) -> Self {
+        let mut state = ConfigState { tservers: tservers.into_iter().map(|t| (t.id, t)).collect(), ..ConfigState::default() };
+        for d in dns {
+            state.by_dbid.insert(d.dbid, (d.tserver, d.number.clone()));
+            state.dns.insert((d.tserver, d.number.clone()), d);
+        }
+        state
+    }
+
     fn apply_unchecked(&mut self, change: &ConfigChange) {
         match change {
             ConfigChange::TServerCreated(t) | ConfigChange::TServerUpdated(t) => {
@@ -47,10 +60,15 @@ impl ConfigState {
                 self.tservers.remove(&t.id);
             }
             ConfigChange::DnCreated(d) | ConfigChange::DnUpdated(d) => {
-                self.dns.insert((d.tserver, d.number.clone()), d.clone());
+                if let Some(old) = self.dns.insert((d.tserver, d.number.clone()), d.clone()) {
+                    self.by_dbid.remove(&old.dbid);
+                }
+                self.by_dbid.insert(d.dbid, (d.tserver, d.number.clone()));
             }
             ConfigChange::DnDeleted(d) => {
-                self.dns.remove(&(d.tserver, d.number.clone()));
+                if let Some(old) = self.dns.remove(&(d.tserver, d.number.clone())) {
+                    self.by_dbid.remove(&old.dbid);
+                }
             }
         }
     }
@@ -81,8 +99,8 @@ impl ConfigState {
                 if self.dns.contains_key(&(d.tserver, d.number.clone())) {
                     return Err(Rejected::DnExists { tserver: d.tserver, number: d.number.clone() });
                 }
-                if let Some(other) = self.dns.values().find(|o| o.dbid == d.dbid) {
-                    return Err(Rejected::DuplicateDbid { dbid: d.dbid, tserver: other.tserver, number: other.number.clone() });
+                if let Some((tserver, number)) = self.by_dbid.get(&d.dbid) {
+                    return Err(Rejected::DuplicateDbid { dbid: d.dbid, tserver: *tserver, number: number.clone() });
                 }
             }
             ConfigChange::DnUpdated(d) => {
@@ -260,6 +278,20 @@ mod tests {
         assert_eq!(err, Rejected::DuplicateDbid { dbid: 100, tserver: 1, number: "5001".into() });
         assert_eq!(err.to_string(), "DBID 100 is already used by DN 5001 on T-Server 1; nothing was appended");
         assert_eq!(state.dns.len(), 1);
+    }
+
+    #[test]
+    fn a_deleted_dns_dbid_is_free_again_and_a_snapshot_rebuilds_the_index() {
+        let mut state = ConfigState::default();
+        state.accept(&ConfigChange::TServerCreated(ts(1))).unwrap();
+        state.accept(&ConfigChange::DnCreated(dn(1, 7, "5001"))).unwrap();
+        state.accept(&ConfigChange::DnUpdated(dn(1, 7, "5001"))).unwrap();
+        let rebuilt = ConfigState::from_parts(state.tservers.values().cloned(), state.dns.values().cloned());
+        assert_eq!(rebuilt, state);
+        let refused = Err(Rejected::DuplicateDbid { dbid: 7, tserver: 1, number: "5001".into() });
+        assert_eq!(rebuilt.validate(&ConfigChange::DnCreated(dn(1, 7, "5002"))), refused);
+        state.accept(&ConfigChange::DnDeleted(DnRef { dbid: 7, tserver: 1, number: "5001".into() })).unwrap();
+        state.accept(&ConfigChange::DnCreated(dn(1, 7, "5002"))).unwrap();
     }
 
     #[test]

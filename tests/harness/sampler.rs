@@ -29,22 +29,38 @@ impl Sampler {
         let (out, stopped) = (samples.clone(), stop.clone());
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            // DNs registered by more than one client, printed when they change (for reading
+            // beside the test's own timeline).
+            let mut held_twice = BTreeSet::new();
             while !stopped.load(Ordering::SeqCst) {
                 let at = Instant::now();
                 let mut holders = Vec::new();
                 let mut doubles = 0;
+                let mut now_twice = BTreeSet::new();
                 for e in &endpoints {
                     let Ok(status) = rt.block_on(netwatch_producers::sim::query_status(e)) else {
                         holders.push(None);
                         continue;
                     };
-                    doubles += status.registrations.values().filter(|h| h.len() > 1).count();
+                    for (dn, h) in status.registrations.iter().filter(|(_, h)| h.len() > 1) {
+                        doubles += 1;
+                        now_twice.insert(format!("{e} DN {dn} held by {h:?}"));
+                    }
                     let names: BTreeSet<&String> = status.registrations.values().flatten().collect();
                     let complete = status.registrations.len() == dns && status.registrations.values().all(|h| h.len() == 1);
                     holders.push(match (complete, names.into_iter().next()) {
                         (true, Some(one)) if status.registrations.values().all(|h| &h[0] == one) => Some(one.clone()),
                         _ => None,
                     });
+                }
+                if now_twice != held_twice {
+                    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+                    eprintln!(
+                        "sampler at {ms} ms since the epoch: {} DNs held twice {:?}",
+                        now_twice.len(),
+                        now_twice.iter().take(5).collect::<Vec<_>>()
+                    );
+                    held_twice = now_twice;
                 }
                 out.lock().unwrap().push(Sample { at, holders, doubles });
                 std::thread::sleep(Duration::from_millis(200).saturating_sub(at.elapsed()));
