@@ -90,8 +90,10 @@ pub async fn run(log: Log, config: MonitorConfig, mut shutdown: watch::Receiver<
         trust: Trust::default(),
         trust_ok: false,
         link: config.link.clone(),
+        beat: watch::Sender::new(None),
     };
     monitor.report(MonitorBody::Started(Started { host: hostname(), pid: std::process::id() as i32 })).await;
+    let heartbeats = spawn_heartbeats(log.clone(), config.id.clone(), config.heartbeat, monitor.beat.subscribe());
     info!(id = %config.id, %group, "Monitor started.");
     let mut heartbeat = tokio::time::interval(config.heartbeat);
     let mut retry = tokio::time::interval(config.heartbeat);
@@ -99,7 +101,7 @@ pub async fn run(log: Log, config: MonitorConfig, mut shutdown: watch::Receiver<
         // Report at once when slots or links changed: the dispatcher waits for a moved
         // T-Server to leave this monitor's report before assigning it elsewhere.
         if std::mem::take(&mut monitor.changed) {
-            monitor.heartbeat().await;
+            monitor.heartbeat();
             heartbeat.reset();
         }
         let event = tokio::select! {
@@ -107,7 +109,7 @@ pub async fn run(log: Log, config: MonitorConfig, mut shutdown: watch::Receiver<
             _ = heartbeat.tick() => {
                 monitor.drained();
                 monitor.release_taken(false).await;
-                monitor.heartbeat().await;
+                monitor.heartbeat();
                 // Slots without a live owner, with the broker answering and this view current:
                 // the group lost members or holds ghosts of them (a broker restart or a long
                 // pause, docs/broker-notes.md); joining again makes it form anew.
@@ -123,7 +125,11 @@ pub async fn run(log: Log, config: MonitorConfig, mut shutdown: watch::Receiver<
                         monitor.keep_aside(slot);
                     }
                     monitor.changed = true;
-                    std::mem::replace(&mut consumer, join()?).stop().await;
+                    // The old membership leaves in the background: this loop goes on (a
+                    // monitor that stopped reporting while it still holds links would be
+                    // taken for dead).
+                    let old = std::mem::replace(&mut consumer, join()?);
+                    tokio::spawn(old.stop());
                 }
                 continue;
             }
@@ -212,6 +218,9 @@ pub async fn run(log: Log, config: MonitorConfig, mut shutdown: watch::Receiver<
     if health.reachable() {
         monitor.hand_over(&mut others).await;
     }
+    // No heartbeat may follow the Stopping report.
+    heartbeats.abort();
+    let _ = heartbeats.await;
     monitor.report(MonitorBody::Stopping(Stopping { reason: "shutdown".into() })).await;
     monitor.release_taken(true).await;
     let ids: Vec<i32> = monitor.links.keys().copied().collect();
@@ -253,6 +262,8 @@ struct Monitor {
     trust: Trust,
     trust_ok: bool,
     link: LinkSettings,
+    /// The latest report, sent by the heartbeat task ([`spawn_heartbeats`]).
+    beat: watch::Sender<Option<Heartbeat>>,
 }
 
 impl Monitor {
@@ -395,11 +406,11 @@ impl Monitor {
         info!(tservers = self.limbo.len(), "Leaving: each T-Server is released once another monitor asks for it.");
         while !self.limbo.is_empty() {
             if std::mem::take(&mut self.changed) {
-                self.heartbeat().await;
+                self.heartbeat();
             }
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => break,
-                _ = beat.tick() => self.heartbeat().await,
+                _ = beat.tick() => self.heartbeat(),
                 event = others.events.recv() => match event {
                     Some(ConsumerEvent::Record(r)) => {
                         if let Some(Ok(m)) = r.value.as_deref().map(decode::<MonitorEvent>) {
@@ -469,10 +480,10 @@ impl Monitor {
         self.links.keys().chain(self.limbo.keys()).chain(self.draining.keys()).copied().collect()
     }
 
-    async fn heartbeat(&self) {
+    fn heartbeat(&self) {
         let sessions = self.links.values().filter(|h| h.stats.connected()).count() as i32;
         let dns = self.links.values().map(|h| h.stats.registered()).sum::<i64>() as i32;
-        let body = MonitorBody::Heartbeat(Heartbeat {
+        let body = Heartbeat {
             slots: self.slots.owned(),
             tservers: self.held().len() as i32,
             dns,
@@ -481,8 +492,8 @@ impl Monitor {
             tserver_ids: Some(self.held().into_iter().collect()),
             // Only a monitor ready to connect asks: the holder lets go as soon as it reads this.
             wanted: Some(if self.trust_ok { self.deferred.iter().copied().collect() } else { Vec::new() }),
-        });
-        self.report(body).await;
+        };
+        self.beat.send_replace(Some(body));
     }
 
     /// Append to `monitors` without waiting for the broker: a heartbeat must not hold the
@@ -493,6 +504,29 @@ impl Monitor {
             warn!(error = %e, "Could not append to monitors.");
         }
     }
+}
+
+/// Heartbeats come from their own task, every `every` and at once when the monitor publishes
+/// a new report: whatever the monitor's loop is waiting for (a link draining, a consumer
+/// leaving its group), the others keep hearing that it is alive and what it holds, so none of
+/// them takes it for dead and connects a T-Server it still holds.
+fn spawn_heartbeats(log: Log, id: String, every: Duration, mut latest: watch::Receiver<Option<Heartbeat>>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                changed = latest.changed() => if changed.is_err() { break },
+                _ = tick.tick() => {}
+            }
+            let Some(mut heartbeat) = latest.borrow_and_update().clone() else { continue };
+            heartbeat.rss_bytes = rss_bytes();
+            let event = MonitorEvent { monitor_id: id.clone(), at_ms: now_ms(), body: MonitorBody::Heartbeat(heartbeat) };
+            if let Err(e) = log.producer.send_detached(&log.topic(Topic::Monitors), &id, None, &event) {
+                warn!(error = %e, "Could not append to monitors.");
+            }
+            tick.reset();
+        }
+    })
 }
 
 /// Give the producer a few seconds to deliver what is queued; say how much it could not.
