@@ -25,10 +25,12 @@ struct Sent {
     time_ms: i64,
 }
 
+/// The simulator's sent log; a line still being written (no newline yet) is left for later.
 fn sent_log(w: &World) -> Vec<Sent> {
     std::fs::read_to_string(w.path("sent.jsonl"))
         .unwrap_or_default()
-        .lines()
+        .split_inclusive('\n')
+        .filter(|l| l.ends_with('\n'))
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
         .collect()
 }

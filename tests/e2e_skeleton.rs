@@ -441,13 +441,30 @@ fn config_commands_read_what_follows_their_snapshot_and_drop_a_stale_one() {
 #[test]
 fn bench_runs_at_tiny_sizes_and_prints_its_tables() {
     let w = World::start();
-    let out = w.run(&["bench", "capture", "--events", "200", "--runs", "1"]);
+    let out = w.run(&["bench", "capture", "--events", "200", "--links", "3", "--runs", "1"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("| raw produce") && table.contains("| capture: one CTI link into calls | 200 |"), "{table}");
+    assert!(table.contains("| capture: CTI links together into calls: 3 | 200 |"), "{table}");
     let out = w.run(&["bench", "config", "--tservers", "3", "--dns", "5", "--runs", "1"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let table = String::from_utf8_lossy(&out.stdout);
     // 3 T-Servers and 15 DNs imported; then single commands with those 15 DNs configured.
     assert!(table.contains("`config import` of 18 changes") && table.contains("with 15 DNs configured"), "{table}");
+    // 100 calls of three events each.
+    let out = w.run(&["bench", "apply", "--events", "300", "--runs", "1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("| apply in process: call-history | 300 |") && table.contains("| apply in process: dn-state | 300 |"),
+        "{table}"
+    );
+    let out = w.run(&["bench", "replay", "--events", "300", "--runs", "1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("| raw consume") && table.contains("switched to): call-history | 300 |"), "{table}");
+    // The codec table reads criterion's results; without them it says what to run.
+    let out = w.run(&["bench", "codec", "--dir", w.path("no-criterion").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("run the criterion benches first"), "{}", String::from_utf8_lossy(&out.stderr));
 }

@@ -1,13 +1,16 @@
 //! `netwatch bench ...`: whole-system benchmarks against a running broker, printed as a
 //! table with the ratio to the raw broker (docs/benchmarks.md).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
-use netwatch_eventlog::{create_topics, wait_until_ready, Log, Producer, Topic, Topics};
+use netwatch_eventlog::{create_topics, wait_until_ready, Log, LogError, Producer, Record, Topic, Topics};
 use netwatch_processors::monitor::{LinkHandle, LinkSettings};
 use netwatch_producers::sim::{SimConfig, SimMode, Wire};
+use netwatch_projections::runner::apply_in_process;
+use netwatch_projections::store::SqliteStore;
+use netwatch_projections::Projection;
 use netwatch_schemas::calls::{CallBody, CallEvent, CallType, TEventKind, Telephony};
 use netwatch_schemas::config::TServer;
 use netwatch_schemas::encode;
@@ -24,6 +27,42 @@ pub enum BenchCmd {
     /// `netwatch config import` of a whole site, then single `netwatch config` commands
     /// with that site configured (each a separate process, timed from spawn to exit).
     Config(ConfigArgs),
+    /// The projections' folds and the embedded store applying simulated calls in this
+    /// process, without a broker.
+    Apply(ApplyArgs),
+    /// A plain rdkafka consumer reading simulated calls from `calls`, against
+    /// `netwatch replay` of each projection over the same records.
+    Replay(ReplayArgs),
+    /// The table of the criterion benches (`cargo bench -p netwatch-schemas --bench codec`)
+    /// from their results under `--dir`.
+    Codec(CodecArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ApplyArgs {
+    /// Events to apply (three per simulated call).
+    #[arg(long, default_value_t = 300_000)]
+    events: u64,
+    /// Runs of each figure; the table shows the median with min and max.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct ReplayArgs {
+    /// Events in `calls` (three per simulated call).
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// Runs of each figure; the table shows the median with min and max.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct CodecArgs {
+    /// Where criterion wrote its results (`target/criterion`).
+    #[arg(long, default_value = "target/criterion")]
+    dir: std::path::PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -44,6 +83,9 @@ pub struct CaptureArgs {
     /// Events per run.
     #[arg(long, default_value_t = 100_000)]
     events: u64,
+    /// Links capturing together in the second figure (one T-Server each).
+    #[arg(long, default_value_t = 10)]
+    links: i32,
     /// Runs of each figure; the table shows the median with min and max.
     #[arg(long, default_value_t = 3)]
     runs: usize,
@@ -53,6 +95,9 @@ pub async fn run(ctx: &Ctx, cmd: BenchCmd) -> Result<(), CliError> {
     match cmd {
         BenchCmd::Capture(args) => capture(ctx, args).await,
         BenchCmd::Config(args) => config(ctx, args).await,
+        BenchCmd::Apply(args) => apply(ctx, args).await,
+        BenchCmd::Replay(args) => replay(ctx, args).await,
+        BenchCmd::Codec(args) => codec(&args.dir),
     }
 }
 
@@ -64,6 +109,9 @@ struct Figure {
 }
 
 impl Figure {
+    fn new(name: &'static str, events: u64) -> Self {
+        Figure { name, events, rates: Vec::new() }
+    }
     fn median(&self) -> f64 {
         let mut r = self.rates.clone();
         r.sort_by(f64::total_cmp);
@@ -86,17 +134,34 @@ async fn capture(ctx: &Ctx, args: CaptureArgs) -> Result<(), CliError> {
     create_topics(&ctx.kafka, &topics).await?;
     let log = Log::new(ctx.kafka.clone(), topics)?;
     eprintln!("topics {}*, {} events per run, {} runs", log.topics.prefix, args.events, args.runs);
-    let mut raw = Figure { name: "raw produce: plain rdkafka producer, same records", events: args.events, rates: Vec::new() };
-    let mut link = Figure { name: "capture: one CTI link into calls", events: args.events, rates: Vec::new() };
+    if args.links < 1 {
+        return Err(input("--links must be at least 1"));
+    }
+    let mut raw = Figure::new("raw produce: plain rdkafka producer, same records, one key", args.events);
+    let mut link = Figure::new("capture: one CTI link into calls", args.events);
+    let many = format!("{} keys", args.links);
+    let mut raw_many = Figure::new("raw produce: the same over the partitions of", args.events);
+    let mut links = Figure::new("capture: CTI links together into calls:", args.events);
     for run in 1..=args.runs {
-        let r = raw_produce(&log, args.events).await?;
+        let r = raw_produce(&log, args.events, 1).await?;
         eprintln!("run {run}: raw produce {r:.0} events/s");
         raw.rates.push(r);
-        let c = one_link(&log, args.events, run as i32).await?;
+        let c = capture_links(&log, args.events, 1, run as i32).await?;
         eprintln!("run {run}: one link {c:.0} events/s");
         link.rates.push(c);
+        let r = raw_produce(&log, args.events, args.links).await?;
+        eprintln!("run {run}: raw produce over {many}: {r:.0} events/s");
+        raw_many.rates.push(r);
+        let c = capture_links(&log, args.events, args.links, run as i32).await?;
+        eprintln!("run {run}: {} links {c:.0} events/s", args.links);
+        links.rates.push(c);
     }
-    print_table(&raw, &[&raw, &link]);
+    println!("| figure | events | events/s (median) | min | max | ratio to raw | target | met |");
+    println!("|---|---:|---:|---:|---:|---:|---|---|");
+    row(&raw, "", &raw, None);
+    row(&link, "", &raw, None);
+    row(&raw_many, &many, &raw_many, None);
+    row(&links, &format!("{}", args.links), &raw_many, Some(0.70));
     Ok(())
 }
 
@@ -122,17 +187,24 @@ fn sample_event(i: u64) -> CallEvent {
 }
 
 /// The ceiling: the same records, pre-encoded, from a plain idempotent producer with
-/// every send in flight at once.
-async fn raw_produce(log: &Log, events: u64) -> Result<f64, CliError> {
+/// every send in flight at once, keyed by `keys` T-Servers in turn.
+async fn raw_produce(log: &Log, events: u64, keys: i32) -> Result<f64, CliError> {
     let records: Vec<Vec<u8>> = (0..events).map(|i| encode(&sample_event(i))).collect::<Result<_, _>>()?;
+    let start = Instant::now();
+    produce_all(log, records.iter().enumerate().map(|(i, r)| (1 + i as i32 % keys, r.as_slice()))).await?;
+    Ok(events as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Append every `(tserver, record)` to `calls` with a plain idempotent producer, all in
+/// flight at once (as far as the producer's queue takes them), and await every ack.
+async fn produce_all<'a>(log: &Log, records: impl Iterator<Item = (i32, &'a [u8])>) -> Result<(), CliError> {
     let producer = Producer::new(&log.kafka)?;
     let topic = log.topic(Topic::Calls);
-    let partition = log.topics.tserver_partition(1);
-    let start = Instant::now();
-    let mut pending: Vec<DeliveryFuture> = Vec::with_capacity(records.len());
-    for bytes in &records {
+    let mut pending: Vec<DeliveryFuture> = Vec::new();
+    for (tserver, bytes) in records {
+        let (key, partition) = (tserver.to_string(), log.topics.tserver_partition(tserver));
         loop {
-            match producer.enqueue(&topic, "1", partition, bytes) {
+            match producer.enqueue(&topic, &key, partition, bytes) {
                 netwatch_eventlog::Enqueued::Taken(d) => break pending.push(d),
                 netwatch_eventlog::Enqueued::QueueFull => tokio::time::sleep(Duration::from_millis(1)).await,
                 netwatch_eventlog::Enqueued::Refused(reason) => return Err(CliError::Failed(anyhow::anyhow!(reason))),
@@ -146,35 +218,40 @@ async fn raw_produce(log: &Log, events: u64) -> Result<f64, CliError> {
             Err(_) => return Err(CliError::Failed(anyhow::anyhow!("the producer was closed"))),
         }
     }
-    Ok(events as f64 / start.elapsed().as_secs_f64())
+    Ok(())
 }
 
-/// A simulated T-Server streams `events` as fast as it can write them to one monitor
-/// link, which appends them to `calls`: from the moment every DN is registered to the
-/// broker's acknowledgement of the last event.
-async fn one_link(log: &Log, events: u64, run: i32) -> Result<f64, CliError> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let port = listener.local_addr()?.port();
+/// `links` simulated T-Servers stream `events` between them as fast as they can write
+/// them, each to its own monitor link, which appends them to `calls`: from the moment every
+/// link has registered its DNs to the broker's acknowledgement of the last event.
+async fn capture_links(log: &Log, events: u64, links: i32, run: i32) -> Result<f64, CliError> {
     let dns: Vec<String> = (5001..=5010).map(|d| d.to_string()).collect();
-    let sim = SimConfig {
-        name: "BenchTServer".into(),
-        mode: SimMode::Stream { dns: dns.clone(), rate: 0.0, count: Some(events) },
-        connid_base: (run as u64) << 40,
-        wire: Wire::Minimal,
-        sent_log: None,
-    };
+    let mut sims = Vec::new();
+    let mut handles = Vec::new();
     let (stop_sim, sim_shutdown) = tokio::sync::watch::channel(false);
-    let sim_task = tokio::spawn(netwatch_producers::sim::run(sim, listener, sim_shutdown));
-    let tserver = TServer { id: 1, name: "BenchTServer".into(), host: "127.0.0.1".into(), port: port.into() };
-    let wanted: BTreeSet<String> = dns.iter().cloned().collect();
-    let handle = LinkHandle::spawn(log.clone(), format!("bench-{run}"), tserver, wanted, LinkSettings::default());
-    // LinkConnected and one DnRegistered per DN come before the stream.
-    let before = 1 + dns.len() as u64;
+    for t in 1..=links {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let count = events / links as u64 + u64::from((t as u64) <= events % links as u64);
+        let sim = SimConfig {
+            name: format!("BenchTServer{t}"),
+            mode: SimMode::Stream { dns: dns.clone(), rate: 0.0, count: Some(count) },
+            connid_base: ((run as u64) << 40) + ((t as u64) << 32),
+            wire: Wire::Minimal,
+            sent_log: None,
+        };
+        sims.push(tokio::spawn(netwatch_producers::sim::run(sim, listener, sim_shutdown.clone())));
+        let tserver = TServer { id: t, name: format!("BenchTServer{t}"), host: "127.0.0.1".into(), port: port.into() };
+        let wanted: BTreeSet<String> = dns.iter().cloned().collect();
+        handles.push(LinkHandle::spawn(log.clone(), format!("bench-{run}"), tserver, wanted, LinkSettings::default()));
+    }
+    // LinkConnected and one DnRegistered per DN come before each stream.
+    let before = links as u64 * (1 + dns.len() as u64);
     let mut start = None;
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        let captured = handle.stats.captured();
-        if start.is_none() && handle.stats.registered() == dns.len() as i64 {
+        let captured: u64 = handles.iter().map(|h| h.stats.captured()).sum();
+        if start.is_none() && handles.iter().all(|h| h.stats.registered() == dns.len() as i64) {
             start = Some(Instant::now());
         }
         if captured >= before + events {
@@ -186,20 +263,231 @@ async fn one_link(log: &Log, events: u64, run: i32) -> Result<f64, CliError> {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let elapsed = start.map(|s| s.elapsed()).unwrap_or_default();
-    handle.stop().await;
+    for handle in handles {
+        handle.stop().await;
+    }
     let _ = stop_sim.send(true);
-    let _ = sim_task.await;
+    for sim in sims {
+        let _ = sim.await;
+    }
     log.producer.flush(Duration::from_secs(10))?;
     Ok(events as f64 / elapsed.as_secs_f64())
 }
 
-fn print_table(ceiling: &Figure, figures: &[&Figure]) {
-    let ceiling = ceiling.median();
-    println!("| figure | events | events/s (median) | min | max | ratio to raw |");
-    println!("|---|---:|---:|---:|---:|---:|");
-    for f in figures {
-        println!("| {} | {} | {:.0} | {:.0} | {:.0} | {:.2} |", f.name, f.events, f.median(), f.min(), f.max(), f.median() / ceiling);
+/// One table row: the figure's spread, its ratio to `ceiling` and, when given, whether
+/// that ratio meets `target`.
+fn row(f: &Figure, suffix: &str, ceiling: &Figure, target: Option<f64>) {
+    let ratio = f.median() / ceiling.median();
+    let (target, met) = match target {
+        Some(t) => (format!("≥ {:.0} % of raw", t * 100.0), yes(ratio >= t).to_string()),
+        None => ("—".to_string(), "—".to_string()),
+    };
+    let name = if suffix.is_empty() { f.name.to_string() } else { format!("{} {suffix}", f.name) };
+    println!("| {name} | {} | {:.0} | {:.0} | {:.0} | {ratio:.2} | {target} | {met} |", f.events, f.median(), f.min(), f.max());
+}
+
+/// `calls` simulated inbound calls as the monitor appends them, three events each
+/// (ringing, established, released at an agent DN), spread over `tservers` T-Servers of
+/// 100 DNs each, every T-Server's events in their link order.
+fn call_flows(calls: u64, tservers: i32) -> Vec<CallEvent> {
+    let base = netwatch_schemas::now_ms() - 86_400_000;
+    let mut seqs = vec![0i64; tservers as usize];
+    let mut out = Vec::with_capacity(calls as usize * 3);
+    for c in 0..calls {
+        let t = (c % tservers as u64) as i32;
+        let dn = format!("{}", 5001 + (c / tservers as u64) % 100);
+        let connid = format!("{c:016x}");
+        let at = base + c as i64 * 20;
+        for (step, kind) in [TEventKind::Ringing, TEventKind::Established, TEventKind::Released].into_iter().enumerate() {
+            seqs[t as usize] += 1;
+            out.push(CallEvent {
+                event_id: uuid::Uuid::new_v4().to_string(),
+                tserver: t + 1,
+                monitor: "bench".into(),
+                session: "bench".into(),
+                server_time_ms: at + step as i64 * 5_000,
+                link_seq: Some(seqs[t as usize]),
+                body: CallBody::Telephony(Telephony {
+                    kind,
+                    dn: dn.clone(),
+                    connid: connid.clone(),
+                    call_type: CallType::Inbound,
+                    other_dn: Some(format!("+1555{:07}", c % 10_000_000)),
+                    third_party_dn: None,
+                    previous_connid: None,
+                }),
+            });
+        }
     }
+    out
+}
+
+/// T-Servers the simulated calls of `apply` and `replay` are spread over.
+const FLOW_TSERVERS: i32 = 10;
+
+async fn apply(ctx: &Ctx, args: ApplyArgs) -> Result<(), CliError> {
+    if args.events < 3 || args.runs == 0 {
+        return Err(input("--events must be at least 3 and --runs at least 1"));
+    }
+    // Records as a consumer hands them over: offsets per partition in append order.
+    let log = Log::new(ctx.kafka.clone(), ctx.topics.clone())?;
+    let topic = log.topic(Topic::Calls);
+    let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+    let records: Vec<Record> = call_flows(args.events / 3, FLOW_TSERVERS)
+        .iter()
+        .map(|e| {
+            let partition = log.topics.tserver_partition(e.tserver);
+            let offset = next.entry(partition).or_default();
+            *offset += 1;
+            Ok(Record {
+                topic: topic.clone(),
+                partition,
+                offset: *offset - 1,
+                key: Some(e.tserver.to_string().into_bytes()),
+                value: Some(encode(e)?),
+                timestamp_ms: Some(e.server_time_ms),
+                headers: Vec::new(),
+            })
+        })
+        .collect::<Result<_, CliError>>()?;
+    let events = records.len() as u64;
+    let dir = tempfile::tempdir()?;
+    let mut figures: Vec<(Projection, Vec<f64>)> = Projection::ALL.iter().map(|p| (*p, Vec::new())).collect();
+    let mut together = Vec::new();
+    for run in 1..=args.runs {
+        let store = SqliteStore::open(dir.path().join(format!("run{run}.db")))?;
+        let mut total = 0.0;
+        for (projection, rates) in figures.iter_mut() {
+            let start = Instant::now();
+            apply_in_process(&log, &store, *projection, &records).await.map_err(|e| CliError::Failed(e.into()))?;
+            let took = start.elapsed().as_secs_f64();
+            total += took;
+            eprintln!("run {run}: {} applied {events} events in {took:.2} s", projection.name());
+            rates.push(events as f64 / took);
+        }
+        together.push(events as f64 / total);
+    }
+    println!("| figure | events | events/s (median) | min | max | target | met |");
+    println!("|---|---:|---:|---:|---:|---|---|");
+    for (projection, rates) in &figures {
+        let (m, lo, hi) = spread(rates);
+        println!("| apply in process: {} | {events} | {m:.0} | {lo:.0} | {hi:.0} | — | — |", projection.name());
+    }
+    let (m, lo, hi) = spread(&together);
+    println!(
+        "| apply in process: every projection, one after the other | {events} | {m:.0} | {lo:.0} | {hi:.0} | ≥ 200,000/s | {} |",
+        yes(m >= 200_000.0)
+    );
+    Ok(())
+}
+
+async fn replay(ctx: &Ctx, args: ReplayArgs) -> Result<(), CliError> {
+    if args.events < 3 || args.runs == 0 {
+        return Err(input("--events must be at least 3 and --runs at least 1"));
+    }
+    wait_until_ready(&ctx.kafka, Duration::from_secs(30)).await?;
+    let topics = Topics { prefix: format!("bench-{}.", &uuid::Uuid::new_v4().simple().to_string()[..8]), ..ctx.topics.clone() };
+    create_topics(&ctx.kafka, &topics).await?;
+    let log = Log::new(ctx.kafka.clone(), topics)?;
+    let flows = call_flows(args.events / 3, FLOW_TSERVERS);
+    let events = flows.len() as u64;
+    let records: Vec<(i32, Vec<u8>)> = flows.iter().map(|e| Ok((e.tserver, encode(e)?))).collect::<Result<_, CliError>>()?;
+    drop(flows);
+    let start = Instant::now();
+    produce_all(&log, records.iter().map(|(t, r)| (*t, r.as_slice()))).await?;
+    eprintln!("topics {}*: {events} events appended in {:.1} s", log.topics.prefix, start.elapsed().as_secs_f64());
+    drop(records);
+    let dir = tempfile::tempdir()?;
+    let mut raw = Figure::new("raw consume: plain rdkafka consumer, every partition of calls", events);
+    let mut figures: Vec<(Projection, Figure)> =
+        Projection::ALL.iter().map(|p| (*p, Figure::new("replay (wall clock, new generation built and switched to):", events))).collect();
+    for run in 1..=args.runs {
+        let r = raw_consume(&log, events).await?;
+        eprintln!("run {run}: raw consume {r:.0} events/s");
+        raw.rates.push(r);
+        for (projection, figure) in figures.iter_mut() {
+            let store = SqliteStore::open(dir.path().join(format!("run{run}-{}.db", projection.name())))?;
+            let (_stop, stop) = tokio::sync::watch::channel(false);
+            let start = Instant::now();
+            let done = netwatch_projections::replay::replay(log.clone(), store, *projection, &format!("bench{run}"), |_| {}, stop)
+                .await
+                .map_err(|e| CliError::Failed(e.into()))?;
+            let took = start.elapsed().as_secs_f64();
+            eprintln!("run {run}: replay {} {done:?} in {took:.1} s", projection.name());
+            figure.rates.push(events as f64 / took);
+        }
+    }
+    println!("| figure | events | events/s (median) | min | max | ratio to raw | target | met |");
+    println!("|---|---:|---:|---:|---:|---:|---|---|");
+    row(&raw, "", &raw, None);
+    for (projection, figure) in &figures {
+        row(figure, projection.name(), &raw, Some(0.80));
+    }
+    Ok(())
+}
+
+/// Read `events` records from every partition of `calls` from the start with a plain
+/// consumer (assigned, no group work): events per second.
+async fn raw_consume(log: &Log, events: u64) -> Result<f64, CliError> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let consumer: StreamConsumer =
+        log.kafka.consumer(&format!("bench-raw-{}", uuid::Uuid::new_v4().simple())).create().map_err(LogError::from)?;
+    let topic = log.topic(Topic::Calls);
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..log.topics.partitions(Topic::Calls) {
+        assignment.add_partition_offset(&topic, partition, Offset::Beginning).map_err(LogError::from)?;
+    }
+    consumer.assign(&assignment).map_err(LogError::from)?;
+    let start = Instant::now();
+    let mut read = 0;
+    while read < events {
+        match tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await {
+            Ok(Ok(_)) => read += 1,
+            Ok(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => {}
+            Ok(Err(e)) => return Err(CliError::Failed(LogError::from(e).into())),
+            Err(_) => return Err(CliError::Failed(anyhow::anyhow!("read only {read} of {events} records: nothing for 30 s"))),
+        }
+    }
+    Ok(events as f64 / start.elapsed().as_secs_f64())
+}
+
+/// The criterion results of the codec benches as a table: events per second from the
+/// median time per event, min and max over criterion's samples.
+fn codec(dir: &std::path::Path) -> Result<(), CliError> {
+    let mut rows = Vec::new();
+    for topic in ["calls", "config", "assignments", "monitors"] {
+        for way in ["encode", "decode"] {
+            let bench = dir.join(topic).join(way).join("new");
+            let read = |file: &str| -> Result<serde_json::Value, CliError> {
+                let path = bench.join(file);
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| input(format!("{}: {e} (run the criterion benches first)", path.display())))?;
+                serde_json::from_str(&text).map_err(|e| input(format!("{}: {e}", path.display())))
+            };
+            let estimates = read("estimates.json")?;
+            let median_ns = estimates["median"]["point_estimate"].as_f64().ok_or_else(|| input("estimates.json without a median"))?;
+            let sample = read("sample.json")?;
+            let per_iter: Vec<f64> = match (sample["iters"].as_array(), sample["times"].as_array()) {
+                (Some(iters), Some(times)) => iters.iter().zip(times).filter_map(|(i, t)| Some(t.as_f64()? / i.as_f64()?)).collect(),
+                _ => return Err(input("sample.json without iters and times")),
+            };
+            let (fast, slow) = per_iter.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), t| (lo.min(*t), hi.max(*t)));
+            let rate = 1e9 / median_ns;
+            rows.push(format!(
+                "| {way} `{topic}` (criterion) | {rate:.0} | {:.0} | {:.0} | ≥ 500,000/s | {} |",
+                1e9 / slow,
+                1e9 / fast,
+                yes(rate >= 500_000.0)
+            ));
+        }
+    }
+    println!("| figure | events/s (median) | min | max | target | met |");
+    println!("|---|---:|---:|---:|---|---|");
+    for row in rows {
+        println!("{row}");
+    }
+    Ok(())
 }
 
 /// Median, min and max of measured values.

@@ -76,6 +76,8 @@ pub struct DispatcherView {
 #[derive(Clone, Debug, Default)]
 pub struct Cluster {
     pub liveness: Liveness,
+    /// Whose view this is (see [`Cluster::set_reader`]).
+    reader: Option<String>,
     monitors: BTreeMap<String, MonitorView>,
     dispatchers: BTreeMap<String, DispatcherView>,
 }
@@ -83,7 +85,26 @@ pub struct Cluster {
 impl Cluster {
     /// An empty view with these liveness rules.
     pub fn new(liveness: Liveness) -> Self {
-        Cluster { liveness, monitors: BTreeMap::new(), dispatchers: BTreeMap::new() }
+        Cluster { liveness, reader: None, monitors: BTreeMap::new(), dispatchers: BTreeMap::new() }
+    }
+
+    /// Judge liveness as `id` (a monitor or dispatcher that reports every heartbeat) sees
+    /// it: reports age no further than one heartbeat past the reader's own latest report
+    /// read back. When the reader's reports stop coming back (a broker pause, a slow fetch),
+    /// so do everyone's, and a live monitor whose last report came in a moment before the
+    /// reader's own must not look dead meanwhile; a dead one still ages while the reader's
+    /// reports come back.
+    pub fn set_reader(&mut self, id: &str) {
+        self.reader = Some(id.to_string());
+    }
+
+    /// The time liveness is judged at: `now_ms`, but no later than one heartbeat after
+    /// the reader's own latest report.
+    fn clock(&self, now_ms: i64) -> i64 {
+        match self.reader.as_deref().and_then(|me| self.last_seen(me)) {
+            Some(at) => now_ms.min(at + self.liveness.heartbeat_ms),
+            None => now_ms,
+        }
     }
 
     /// Fold one event of `monitors`.
@@ -130,12 +151,12 @@ impl Cluster {
 
     /// Is this monitor alive at `now_ms`?
     pub fn is_live(&self, m: &MonitorView, now_ms: i64) -> bool {
-        !m.stopped && now_ms - m.last_seen_ms <= self.liveness.heartbeat_ms * self.liveness.missed
+        !m.stopped && self.clock(now_ms) - m.last_seen_ms <= self.liveness.heartbeat_ms * self.liveness.missed
     }
 
     /// Dispatchers that reported within the liveness window, by instance.
     pub fn live_dispatchers(&self, now_ms: i64) -> Vec<&DispatcherView> {
-        let window = self.liveness.heartbeat_ms * self.liveness.missed;
+        let (window, now_ms) = (self.liveness.heartbeat_ms * self.liveness.missed, self.clock(now_ms));
         self.dispatchers.values().filter(|d| now_ms - d.last_seen_ms <= window).collect()
     }
 
@@ -222,6 +243,29 @@ mod tests {
         assert_eq!(c.holder_of(7, 13_001), None, "a dead monitor holds nothing");
         c.observe(&MonitorEvent { monitor_id: "b".into(), at_ms: 11_000, body: MonitorBody::Stopping(Stopping { reason: "x".into() }) });
         assert_eq!(c.live(11_000).iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["a"]);
+    }
+
+    #[test]
+    fn a_live_monitor_does_not_look_dead_while_the_readers_own_reports_stop_coming_back() {
+        let mut c = Cluster::new(Liveness { heartbeat_ms: 1_000, missed: 3 });
+        c.set_reader("me");
+        // The broker stops answering: b's last report came in at 9.2 s, the reader's own at 10 s.
+        c.observe(&hb("b", 9_200, vec![2], vec![7]));
+        c.observe(&hb("me", 10_000, vec![1], vec![]));
+        // At 12.5 s the reader's view is still current (its own report is 2.5 s old) while
+        // b's is 3.3 s old: judged by the reader's reports, b is 1.8 s behind and alive.
+        assert!(c.is_current("me", 12_500));
+        assert_eq!(c.holder_of(7, 12_500).map(|m| m.id.as_str()), Some("b"));
+        assert_eq!(c.holder_of(7, 60_000).map(|m| m.id.as_str()), Some("b"), "nobody ages while nothing comes back");
+        // Without a reader, wall-clock time alone decides (`netwatch status`).
+        let mut plain = Cluster::new(Liveness { heartbeat_ms: 1_000, missed: 3 });
+        plain.observe(&hb("b", 9_200, vec![2], vec![7]));
+        assert_eq!(plain.holder_of(7, 12_500), None);
+        // The reader's reports come back and b's do not: b dies 3 s after its last report.
+        c.observe(&hb("me", 11_000, vec![1], vec![]));
+        c.observe(&hb("me", 12_000, vec![1], vec![]));
+        assert_eq!(c.holder_of(7, 12_200).map(|m| m.id.as_str()), Some("b"));
+        assert_eq!(c.holder_of(7, 12_201), None);
     }
 
     #[test]

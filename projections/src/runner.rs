@@ -242,7 +242,7 @@ pub async fn run_generation<S: Store>(
             }
         }
         if !records.is_empty() {
-            match applier.apply(records).await {
+            match applier.apply(&records).await {
                 Ok(()) => {}
                 Err(ProjectionError::Store(StoreError::Retired { .. })) if follow => break Ok(Ended::Switched),
                 Err(e) => {
@@ -267,6 +267,27 @@ pub async fn run_generation<S: Store>(
     consumer.stop().await;
     info!(projection = projection.name(), gen, "Projection stopped.");
     result
+}
+
+/// Apply `records` (as read from `log`'s topics) to the current generation of
+/// `projection` in `store`, in batches of the store's size, exactly as a runner does but
+/// without a broker in between: the in-process figure of `netwatch bench apply`.
+pub async fn apply_in_process<S: Store>(log: &Log, store: &S, projection: Projection, records: &[Record]) -> Result<(), ProjectionError> {
+    let gen = ensure_current(store, projection.name()).await?;
+    let mut applier = Applier {
+        projection,
+        gen,
+        store: store.clone(),
+        dead: log.dead_letter("bench"),
+        config_topic: log.topic(Topic::Config),
+        topics: projection.topics().iter().map(|t| log.topic(*t)).collect(),
+        known: BTreeMap::new(),
+        metrics: Arc::new(Metrics::default()),
+    };
+    for batch in records.chunks(store.max_batch()) {
+        applier.apply(batch).await?;
+    }
+    Ok(())
 }
 
 /// How long lag may stay without progress (while the broker answers) before the
@@ -317,9 +338,9 @@ struct Applier<S: Store> {
 }
 
 impl<S: Store> Applier<S> {
-    async fn apply(&mut self, records: Vec<Record>) -> Result<(), ProjectionError> {
+    async fn apply(&mut self, records: &[Record]) -> Result<(), ProjectionError> {
         let mut batch = Batch::new(self.projection.name(), self.gen);
-        for r in &records {
+        for r in records {
             batch.positions.insert((r.topic.clone(), r.partition), r.offset + 1);
             self.known.insert((r.topic.clone(), r.partition), r.offset + 1);
             let stamp = self.stamp(r.partition).await?;

@@ -109,7 +109,13 @@ impl Dispatcher {
         &self.config
     }
 
+    /// Judge liveness by this instance's own reports read back ([`Cluster::set_reader`]).
+    pub fn set_reader(&mut self, instance: &str) {
+        self.cluster.set_reader(instance);
+    }
+
     /// The monitors as reported so far.
+
     pub fn cluster(&self) -> &Cluster {
         &self.cluster
     }

@@ -101,6 +101,7 @@ pub async fn run(log: Log, config: DispatcherConfig, mut shutdown: watch::Receiv
     );
     info!(%instance, %group, "Dispatcher started.");
     let mut core = Dispatcher::new(config.settings.clone());
+    core.set_reader(&instance);
     let mut owned: BTreeSet<i32> = BTreeSet::new();
     let mut catch_up = CatchUp { monitors: (0..log.topics.partitions(Topic::Monitors)).collect(), ..Default::default() };
     // How far the assignments tail has read, per partition.

@@ -81,7 +81,11 @@ pub async fn run(log: Log, config: MonitorConfig, mut shutdown: watch::Receiver<
         slots: Slots::default(),
         links: BTreeMap::new(),
         changed: false,
-        cluster: Cluster::new(liveness),
+        cluster: {
+            let mut c = Cluster::new(liveness);
+            c.set_reader(&config.id);
+            c
+        },
         limbo: BTreeMap::new(),
         deferred: BTreeSet::new(),
         draining: BTreeMap::new(),

@@ -70,8 +70,10 @@ impl SentLog {
             "client": client.0, "conn": client.1, "seq": event.seq, "time_ms": event.time_ms,
             "event": crate::cti::event_name(&event.body), "dn": dn, "connid": connid,
         });
+        // One write per line: a reader polling the file never sees half a line.
+        let line = format!("{line}\n");
         let mut file = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = writeln!(file, "{line}") {
+        if let Err(e) = file.write_all(line.as_bytes()) {
             warn!(error = %e, "Cannot write the sent log.");
         }
     }
