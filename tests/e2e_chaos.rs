@@ -493,7 +493,13 @@ fn write_report(path: &str, summary: &str, seed: u64) {
          *In flight inside a monitor at its SIGKILL*: events the monitor had read from the T-Server's socket but the broker had \
          not acknowledged when it was killed. The CTI link has no acknowledgement (as T-Library has none), so a killed process \
          loses what it held; the T-Server's later registrations by another monitor and the missing `LinkDisconnected` of that \
-         session show the gap in `calls`. Every other event sent to a link is in `calls` exactly once.\n",
+         session show the gap in `calls`. Every other event sent to a link is in `calls` exactly once.\n\n\
+         *Longest unwatched stretch*: a stretch in which no monitor (or, counted the same, two) had the T-Server's DNs \
+         registered. Outside broker outages these are takeovers after a kill (≤ 10 s, `tests/e2e_scale.rs`) and moves \
+         (≤ 2 s). The longest begin with a broker outage that finds a T-Server between monitors (the group re-forms after a \
+         broker restart and moves it): its new owner connects only once it reads the others' reports again and has seen \
+         that the holder let go (`docs/dispatcher.md`, Liveness and Broker faults). Netwatch takes the gap, marked in `calls` \
+         by the link sessions' `LinkDisconnected`/`LinkConnected`, over two monitors watching one DN.\n",
         std::process::Command::new("date")
             .arg("-u")
             .arg("+%Y-%m-%d")
