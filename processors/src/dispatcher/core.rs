@@ -115,7 +115,6 @@ impl Dispatcher {
     }
 
     /// The monitors as reported so far.
-
     pub fn cluster(&self) -> &Cluster {
         &self.cluster
     }
