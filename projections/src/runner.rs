@@ -9,7 +9,7 @@
 //! (it checks every second, and a write to a retired generation is refused) and moves to
 //! the new generation's group, resuming at the positions replay stored.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -181,6 +181,8 @@ pub async fn run_generation<S: Store>(
     );
     let mut stall = Stall::new(REJOIN_PATIENCE);
     let mut progress = Progress::default();
+    // The partitions this member was given.
+    let mut mine: BTreeSet<(String, i32)> = BTreeSet::new();
     let mut look = tokio::time::interval(PROGRESS_CHECK);
     look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut applier = Applier {
@@ -206,10 +208,11 @@ pub async fn run_generation<S: Store>(
             _ = look.tick() => {
                 // Lag that does not shrink while the broker answers: the group lost this
                 // member's partitions (a broker restart or a long pause); join it again.
-                let stuck = health.reachable() && progress.stuck(log, store, projection, gen).await;
+                let stuck = health.reachable() && progress.stuck(log, store, projection, gen, &mine).await;
                 if stall.due(stuck, tokio::time::Instant::now()) {
                     warn!(projection = projection.name(), gen, "The log has records this projection does not apply; rejoining its group.");
                     applier.known.clear();
+                    mine.clear();
                     match join() {
                         Ok(fresh) => std::mem::replace(&mut consumer, fresh).stop().await,
                         Err(e) => break Err(e.into()),
@@ -254,9 +257,11 @@ pub async fn run_generation<S: Store>(
         match control {
             Some(ConsumerEvent::Revoked { ack, .. }) => {
                 applier.known.clear();
+                mine.clear();
                 let _ = ack.send(());
             }
             Some(ConsumerEvent::Assigned(partitions)) => {
+                mine.extend(partitions.iter().cloned());
                 let numbers: Vec<String> = partitions.iter().map(|(t, p)| format!("{t}/{p}")).collect();
                 info!(projection = projection.name(), gen, partitions = %numbers.join(","), "Partitions assigned.");
             }
@@ -303,10 +308,14 @@ struct Progress {
 }
 
 impl Progress {
-    /// Is some partition behind the log's end without having moved since the last look?
-    /// A failed look (the broker or the store did not answer) says no.
-    async fn stuck<S: Store>(&mut self, log: &Log, store: &S, projection: Projection, gen: Gen) -> bool {
-        let mut stuck = false;
+    /// Does some partition stay behind the log's end, unmoved since the last look, with
+    /// nobody to move it? A partition of this member's assignment counts only when none
+    /// of its partitions moved (a consumer catching up may read one partition at a time
+    /// for a while); one assigned elsewhere counts on its own (after a broker restart or
+    /// a long pause the group may give it to a ghost of a lost member). A failed look (the
+    /// broker or the store did not answer) says no.
+    async fn stuck<S: Store>(&mut self, log: &Log, store: &S, projection: Projection, gen: Gen, mine: &BTreeSet<(String, i32)>) -> bool {
+        let (mut idle, mut moved) = (Vec::new(), false);
         for topic in projection.topics() {
             let Ok(ends) = log.high_watermarks(*topic).await else { return false };
             let name = log.topic(*topic);
@@ -314,13 +323,17 @@ impl Progress {
                 let Ok(position) = store.position(projection.name(), gen, &name, partition).await else { return false };
                 let position = position.unwrap_or(0);
                 let key = (name.clone(), partition);
-                if position < end && self.seen.get(&key) == Some(&position) {
-                    stuck = true;
+                match self.seen.insert(key.clone(), position) {
+                    Some(before) if before == position => {
+                        if position < end {
+                            idle.push(key);
+                        }
+                    }
+                    _ => moved = true,
                 }
-                self.seen.insert(key, position);
             }
         }
-        stuck
+        idle.iter().any(|p| !moved || !mine.contains(p))
     }
 }
 
@@ -333,7 +346,7 @@ struct Applier<S: Store> {
     /// The topics read, for position stamps.
     topics: Vec<String>,
     /// Next offset per (topic, partition) as far as this runner knows.
-    known: BTreeMap<(String, i32), i64>,
+    known: BTreeMap<String, BTreeMap<i32, i64>>,
     metrics: Arc<Metrics>,
 }
 
@@ -342,7 +355,14 @@ impl<S: Store> Applier<S> {
         let mut batch = Batch::new(self.projection.name(), self.gen);
         for r in records {
             batch.positions.insert((r.topic.clone(), r.partition), r.offset + 1);
-            self.known.insert((r.topic.clone(), r.partition), r.offset + 1);
+            match self.known.get_mut(&r.topic) {
+                Some(partitions) => {
+                    partitions.insert(r.partition, r.offset + 1);
+                }
+                None => {
+                    self.known.insert(r.topic.clone(), BTreeMap::from([(r.partition, r.offset + 1)]));
+                }
+            }
             let stamp = self.stamp(r.partition).await?;
             if let Ok(tserver) = r.key_str().parse::<i32>() {
                 batch.stamps.insert(tserver, stamp);
@@ -377,13 +397,12 @@ impl<S: Store> Applier<S> {
     /// topics read.
     async fn stamp(&mut self, partition: i32) -> Result<i64, StoreError> {
         let mut sum = 0;
-        for topic in self.topics.clone() {
-            let key = (topic, partition);
-            let next = match self.known.get(&key) {
+        for topic in &self.topics {
+            let next = match self.known.get(topic).and_then(|p| p.get(&partition)) {
                 Some(n) => *n,
                 None => {
-                    let n = self.store.position(self.projection.name(), self.gen, &key.0, partition).await?.unwrap_or(0);
-                    self.known.insert(key, n);
+                    let n = self.store.position(self.projection.name(), self.gen, topic, partition).await?.unwrap_or(0);
+                    self.known.entry(topic.clone()).or_default().insert(partition, n);
                     n
                 }
             };

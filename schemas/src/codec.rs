@@ -5,9 +5,11 @@
 //! newer optional fields default to `None`: that is the evolution rule (add optional
 //! fields with a `null` default; never remove or retype a field).
 
+use std::cell::RefCell;
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
-use apache_avro::{from_avro_datum, from_value, to_avro_datum, to_value, types::Value, Schema};
+use apache_avro::{from_value, to_value, types::Value, GenericSingleObjectWriter, Schema};
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::registry::{registry, SchemaKind};
@@ -66,12 +68,22 @@ pub fn encode_with<T: Event>(schema: &Schema, fingerprint: &[u8; 8], event: &T) 
     let mut fields: Vec<(String, Value)> = event.head().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
     fields.push((T::UNION_FIELD.to_string(), Value::Union(index as u32, Box::new(member))));
     // An older version may lack envelope fields added since: they are left out.
-    let body = to_avro_datum(schema, conform(Value::Record(fields), schema))?;
-    let mut out = Vec::with_capacity(10 + body.len());
-    out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(fingerprint);
-    out.extend_from_slice(&body);
-    Ok(out)
+    let value = conform(Value::Record(fields), schema);
+    // One writer per schema and thread, its named types resolved once: it validates the
+    // value and writes the single-object header (C3 01, the fingerprint) and the body.
+    thread_local! {
+        static WRITERS: RefCell<HashMap<[u8; 8], GenericSingleObjectWriter>> = RefCell::new(HashMap::new());
+    }
+    WRITERS.with(|writers| {
+        let mut writers = writers.borrow_mut();
+        let writer = match writers.entry(*fingerprint) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(GenericSingleObjectWriter::new_with_capacity(schema, 256)?),
+        };
+        let mut out = Vec::with_capacity(160);
+        writer.write_value_ref(&value, &mut out)?;
+        Ok(out)
+    })
 }
 
 /// Decode a single-object encoded value written with any registered version of `T`'s schema.
@@ -84,12 +96,13 @@ pub fn decode<T: Event>(bytes: &[u8]) -> Result<T, CodecError> {
     }
     let mut fingerprint = [0u8; 8];
     fingerprint.copy_from_slice(&bytes[2..10]);
-    let writer = registry().by_fingerprint(&fingerprint).ok_or_else(|| CodecError::UnknownFingerprint(hex(&fingerprint)))?;
+    let (writer, decoder) = registry().decoder(&fingerprint).ok_or_else(|| CodecError::UnknownFingerprint(hex(&fingerprint)))?;
     if writer.kind != T::KIND {
         return Err(CodecError::WrongTopic { found: writer.kind.name(), expected: T::KIND.name() });
     }
-    let mut body = Strict(&bytes[10..]);
-    let value = from_avro_datum(&writer.schema, &mut body, None)?;
+    // The decoder checks the header again and reads the body after it.
+    let mut body = Strict(bytes);
+    let value = decoder.read_value(&mut body)?;
     if !body.0.is_empty() {
         return Err(CodecError::Shape(format!("{} trailing bytes after the record", body.0.len())));
     }
@@ -205,9 +218,18 @@ fn variant_name(schema: &Schema, field: &str, index: usize) -> Result<String, Co
 /// the rest as the schema does.
 fn conform(value: Value, target: &Schema) -> Value {
     match (value, target) {
-        (Value::Record(fields), Schema::Record(record)) => {
-            let mut by_name: HashMap<String, Value> = fields.into_iter().collect();
-            Value::Record(record.fields.iter().filter_map(|f| by_name.remove(&f.name).map(|v| (f.name.clone(), v))).collect())
+        (Value::Record(mut fields), Schema::Record(record)) => {
+            // A handful of fields: a linear search beats hashing every name.
+            Value::Record(
+                record
+                    .fields
+                    .iter()
+                    .filter_map(|f| {
+                        let at = fields.iter().position(|(name, _)| *name == f.name)?;
+                        Some((f.name.clone(), fields.swap_remove(at).1))
+                    })
+                    .collect(),
+            )
         }
         (value, _) => value,
     }

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use apache_avro::{rabin::Rabin, Schema};
+use apache_avro::{rabin::Rabin, GenericSingleObjectReader, Schema};
 
 /// The topic families that carry Avro values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -51,6 +51,9 @@ const SOURCES: &[(SchemaKind, u32, &str)] = &[
 /// All versions, parsed once.
 pub struct Registry {
     versions: Vec<SchemaVersion>,
+    /// A decoder per version, its named types resolved once (apache-avro's plain
+    /// `from_avro_datum` resolves them on every call).
+    decoders: Vec<GenericSingleObjectReader>,
     by_fingerprint: HashMap<[u8; 8], usize>,
 }
 
@@ -58,6 +61,7 @@ impl Registry {
     fn build() -> Registry {
         let mut versions = Vec::new();
         let mut by_fingerprint = HashMap::new();
+        let mut decoders = Vec::new();
         for (kind, version, text) in SOURCES {
             // The schema files are compiled in and covered by tests: a parse failure is a
             // build defect, not an input error.
@@ -65,9 +69,17 @@ impl Registry {
             let mut fingerprint = [0u8; 8];
             fingerprint.copy_from_slice(&schema.fingerprint::<Rabin>().bytes);
             by_fingerprint.insert(fingerprint, versions.len());
+            let decoder = GenericSingleObjectReader::new(schema.clone())
+                .unwrap_or_else(|e| panic!("schema {}.v{version} does not resolve: {e}", kind.name()));
+            decoders.push(decoder);
             versions.push(SchemaVersion { kind: *kind, version: *version, schema, fingerprint });
         }
-        Registry { versions, by_fingerprint }
+        Registry { versions, decoders, by_fingerprint }
+    }
+
+    /// The schema version with this fingerprint and its decoder.
+    pub(crate) fn decoder(&self, fingerprint: &[u8; 8]) -> Option<(&SchemaVersion, &GenericSingleObjectReader)> {
+        self.by_fingerprint.get(fingerprint).map(|i| (&self.versions[*i], &self.decoders[*i]))
     }
 
     /// The schema version with this fingerprint, if any release had it.
