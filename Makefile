@@ -15,7 +15,8 @@ run: broker-install build ## Install and start the broker, run every role with a
 	infra/run.sh
 
 test: broker-install ## Run the whole suite: unit, property and end-to-end tests against a real broker
-	$(CARGO) build --workspace --all-targets
+	@# Tests and binaries only: the criterion benches build under `make bench` (and `make lint` checks them).
+	$(CARGO) build --workspace --tests --bins
 	@# cargo-nextest (on the build machines) runs tests two at a time, each in its own process
 	@# (.config/nextest.toml); plain cargo test otherwise.
 	if $(CARGO) nextest --version >/dev/null 2>&1; then $(CARGO) nextest run --workspace --no-fail-fast; else $(CARGO) test --workspace; fi
