@@ -141,6 +141,7 @@ pub async fn run(ctx: &Ctx, cmd: ConfigCmd) -> Result<(), CliError> {
         _ => None,
     };
     let log = ctx.log()?;
+    log.producer.warm_up();
     let mut state = current_state(&log).await?;
     let (changes, source) = match cmd {
         ConfigCmd::Tserver(TServerCmd::Create(a)) => {

@@ -66,6 +66,16 @@ impl Producer {
         config
     }
 
+    /// Connect now rather than at the first send: a one-shot command reads the log before
+    /// it appends, and the producer's connection and idempotence handshake (its producer
+    /// id, which librdkafka may retry only after 500 ms) then overlap that read.
+    pub fn warm_up(&self) {
+        let client = self.inner.clone();
+        std::thread::spawn(move || {
+            let _ = client.client().fetch_metadata(None, Duration::from_secs(5));
+        });
+    }
+
     /// Encode and append an event; returns (partition, offset) once the broker has it.
     pub async fn send<E: Event>(&self, topic: &str, key: &str, partition: Option<i32>, event: &E) -> Result<(i32, i64), LogError> {
         let bytes = encode(event)?;

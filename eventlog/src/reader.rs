@@ -64,7 +64,11 @@ pub fn read_range(
     only: Option<&[i32]>,
     start: impl Fn(i32, i64, i64) -> i64,
 ) -> Result<Vec<Record>, LogError> {
-    let consumer: BaseConsumer = kafka.client().set("group.id", "netwatch-reader").set("enable.auto.commit", "false").create()?;
+    // Every partition read here has records up to a known end: a fetch that finds nothing
+    // new (a partition already read to its end) must not wait librdkafka's default 500 ms
+    // for more, nor hold up the consumer's close (`netwatch config` commands read a tail).
+    let consumer: BaseConsumer =
+        kafka.client().set("group.id", "netwatch-reader").set("enable.auto.commit", "false").set("fetch.wait.max.ms", "10").create()?;
     let timeout = Duration::from_secs(10);
     let md = consumer.fetch_metadata(Some(topic), timeout).map_err(|e| LogError::unreachable(kafka, e))?;
     let partitions: Vec<i32> = match md.topics().first() {
