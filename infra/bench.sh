@@ -16,37 +16,52 @@ trap 'BROKER_DATA=$data BROKER_PORT=$port "$top/infra/broker.sh" stop >/dev/null
 BROKER_DATA=$data BROKER_PORT=$port NETWATCH_BIN=$bin "$top/infra/broker.sh" start >/dev/null
 export NETWATCH_BROKERS=127.0.0.1:$port
 
+# measure NAME COMMAND...: run a figure's command (progress on stderr), print its table and
+# keep it in the variable NAME for the document.
+measure() {
+  local name=$1; shift
+  echo "running: $*" >&2
+  local out; out=$("$@")
+  echo "$out"
+  printf -v "$name" '%s' "$out"
+}
+
 # Criterion first: it needs the machine to itself, before the broker has work.
 codec_command="cargo bench -p netwatch-schemas --bench codec -- --warm-up-time 1 --measurement-time 3"
 echo "running: $codec_command" >&2
 (cd "$top" && $codec_command >&2)
-codec_table=$("$bin" bench codec --dir "$top/target/criterion")
-echo "$codec_table"
+measure codec_table "$bin" bench codec --dir "$top/target/criterion"
 
 apply_events=${BENCH_APPLY_EVENTS:-300000}
-apply_command="$bin bench apply --events $apply_events --runs $runs"
-echo "running: $apply_command" >&2
-apply_table=$($apply_command)
-echo "$apply_table"
+measure apply_table "$bin" bench apply --events "$apply_events" --runs "$runs"
 
 links=${BENCH_LINKS:-10}
-command="$bin bench capture --events $events --links $links --runs $runs"
-echo "running: $command" >&2
-table=$($command)
-echo "$table"
+measure table "$bin" bench capture --events "$events" --links "$links" --runs "$runs"
 
 replay_events=${BENCH_REPLAY_EVENTS:-1000000}
-replay_command="$bin bench replay --events $replay_events --runs $runs"
-echo "running: $replay_command" >&2
-replay_table=$($replay_command)
-echo "$replay_table"
+measure replay_table "$bin" bench replay --events "$replay_events" --runs "$runs"
 
 tservers=${BENCH_TSERVERS:-1000}
 dns=${BENCH_DNS:-100}
-config_command="$bin bench config --tservers $tservers --dns $dns --runs $runs"
-echo "running: $config_command" >&2
-config_table=$($config_command)
-echo "$config_table"
+measure config_table "$bin" bench config --tservers "$tservers" --dns "$dns" --runs "$runs"
+measure registration_table "$bin" bench registration --tservers "$tservers" --dns "$dns" --runs "$runs"
+
+live_seconds=${BENCH_LIVE_SECONDS:-20}
+measure live_table "$bin" bench live --rates 1000,5000 --seconds "$live_seconds" --clients 200
+
+# The first `make run` takes a fresh machine (about 20 minutes): infra/first-run.sh measures
+# it apart and keeps its results; the table shows the latest.
+first_runs=$top/docs/benchmarks.first-run.md
+last_first_run=$(grep -o 'after [0-9.]* min' "$first_runs" 2>/dev/null | tail -1 | awk '{print $2}' || true)
+if [ -n "$last_first_run" ]; then
+  met=$(awk -v m="$last_first_run" 'BEGIN { print (m <= 10 ? "yes" : "**no**") }')
+  first_run_table="| figure | target | latest | met |
+|---|---|---:|---|
+| first \`make run\` on a fresh machine until \"Netwatch is running\" | ≤ 10 min | $last_first_run min | $met |"
+else
+  first_run_table="Not measured on this machine yet: run \`infra/first-run.sh\`."
+fi
+echo "$first_run_table"
 
 cores=$(nproc)
 memory=$(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)
@@ -129,6 +144,56 @@ $config_table
   the snapshot the previous command left (\`data/config-snapshots/\`): it reads only the
   \`config\` records appended since, checks that the record the snapshot saw last is still
   at its offset, validates, appends one record. Without a snapshot it reads the whole topic.
+DOC
+  cat <<DOC
+
+## Registration
+
+Command: \`make bench\`, which runs \`netwatch bench registration --tservers $tservers --dns $dns --runs $runs\`
+against its own broker.
+
+$registration_table
+
+- This process serves $tservers simulated T-Servers (one port each, $dns DNs each); a
+  \`netwatch dispatcher\` and a \`netwatch monitor\` run as processes of their own. Once the
+  monitor owns every slot, \`netwatch config import\` appends the site; the figure is the
+  time from the import's start until every DN is registered at its simulator (the
+  simulators' own registration tables, polled every 50 ms). Memory is the monitor
+  process's resident set (\`/proc/PID/status\`) at that moment and its peak until then.
+
+## Live system
+
+Command: \`make bench\`, which runs \`netwatch bench live --rates 1000,5000 --seconds $live_seconds --clients 200\`
+against its own broker.
+
+$live_table
+
+- \`netwatch up\` (dispatcher, monitor, projections, HTTP API in one process, embedded
+  store) runs as its own process; for each figure a new simulated T-Server of 100 DNs
+  streams short inbound calls (ring, answer, release) at the given rate.
+- *end-to-end latency*: four clients each poll one DN's row
+  (\`GET /v1/tservers/T/dns/DN\`, one request every 2 ms); whenever the row's
+  \`updated_ms\` (the T-Server's timestamp of the event that changed it last) changes, the
+  sample is the wall clock at the answer minus that timestamp (same machine, same clock;
+  resolution 1 ms, plus up to the 2 ms between polls). Measured after 3 s of warm-up.
+- *HTTP latency*: 200 clients, each on its own keep-alive connection, each asking every
+  100 ms for a DN's row (three times in four) or the T-Server's list of 100 DN rows, while
+  the stream runs at the highest rate; the time from sending a request to the last byte of
+  its answer.
+DOC
+  cat <<DOC
+
+## First run
+
+Command: \`infra/first-run.sh\` (apart from \`make bench\`: it takes a fresh machine).
+
+$first_run_table
+
+- A clone of HEAD with an empty cargo home (every crate downloaded, tansu installed from
+  source, netwatch built from nothing), timed from \`make run\` until it prints "Netwatch is
+  running". Every measurement so far:
+
+$(cat "$first_runs" 2>/dev/null || true)
 DOC
   if [ -f "$top/docs/benchmarks.notes.md" ]; then echo; cat "$top/docs/benchmarks.notes.md"; fi
 } > "$top/docs/benchmarks.md"

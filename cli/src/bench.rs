@@ -33,6 +33,12 @@ pub enum BenchCmd {
     /// A plain rdkafka consumer reading simulated calls from `calls`, against
     /// `netwatch replay` of each projection over the same records.
     Replay(ReplayArgs),
+    /// 1,000 simulated T-Servers × 100 DNs imported while a dispatcher and a monitor run
+    /// (processes of this binary): time until every DN is registered, monitor memory.
+    Registration(crate::bench_live::RegistrationArgs),
+    /// `netwatch up` fed by a simulated T-Server streaming at given rates: end-to-end
+    /// latency to the HTTP API, then HTTP latency under many concurrent clients.
+    Live(crate::bench_live::LiveArgs),
     /// The table of the criterion benches (`cargo bench -p netwatch-schemas --bench codec`)
     /// from their results under `--dir`.
     Codec(CodecArgs),
@@ -98,6 +104,8 @@ pub async fn run(ctx: &Ctx, cmd: BenchCmd) -> Result<(), CliError> {
         BenchCmd::Apply(args) => apply(ctx, args).await,
         BenchCmd::Replay(args) => replay(ctx, args).await,
         BenchCmd::Codec(args) => codec(&args.dir),
+        BenchCmd::Registration(args) => crate::bench_live::registration(ctx, args).await,
+        BenchCmd::Live(args) => crate::bench_live::live(ctx, args).await,
     }
 }
 
@@ -491,7 +499,7 @@ fn codec(dir: &std::path::Path) -> Result<(), CliError> {
 }
 
 /// Median, min and max of measured values.
-fn spread(values: &[f64]) -> (f64, f64, f64) {
+pub(crate) fn spread(values: &[f64]) -> (f64, f64, f64) {
     let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);
     (v[v.len() / 2], v[0], v[v.len() - 1])
@@ -499,7 +507,7 @@ fn spread(values: &[f64]) -> (f64, f64, f64) {
 
 /// Run this binary with `args` against the topics under `prefix`, keeping configuration
 /// snapshots in `snapshots`; the wall time from spawn to exit.
-async fn timed_command(ctx: &Ctx, prefix: &str, snapshots: &std::path::Path, args: &[&str]) -> Result<Duration, CliError> {
+pub(crate) async fn timed_command(ctx: &Ctx, prefix: &str, snapshots: &std::path::Path, args: &[&str]) -> Result<Duration, CliError> {
     let exe = std::env::current_exe()?;
     let start = Instant::now();
     let out = tokio::process::Command::new(exe)
@@ -604,7 +612,7 @@ async fn config_runs(ctx: &Ctx, args: &ConfigArgs, work: &std::path::Path) -> Re
     Ok(())
 }
 
-fn yes(met: bool) -> &'static str {
+pub(crate) fn yes(met: bool) -> &'static str {
     if met {
         "yes"
     } else {

@@ -1,6 +1,7 @@
 //! `netwatch`: one binary, a subcommand per role.
 
 mod bench;
+mod bench_live;
 mod cat;
 mod config;
 mod config_snapshot;

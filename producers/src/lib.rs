@@ -5,3 +5,4 @@ pub mod config;
 pub mod cti;
 pub mod link;
 pub mod sim;
+pub mod sip;

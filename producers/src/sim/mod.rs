@@ -9,6 +9,6 @@ pub mod traffic;
 
 pub use model::{Action, CallModel};
 pub use scenario::{parse_scenario, Step};
-pub use server::{drop_links, query_status, run, switch_link, SimConfig, SimMode};
+pub use server::{drop_links, query_status, run, serve, switch_link, SimConfig, SimMode};
 pub use switch::Switch;
 pub use switch::Wire;

@@ -80,8 +80,14 @@ impl SentLog {
 }
 
 /// Serve on `listener` until `shutdown` turns true.
-pub async fn run(config: SimConfig, listener: TcpListener, mut shutdown: watch::Receiver<bool>) -> std::io::Result<()> {
+pub async fn run(config: SimConfig, listener: TcpListener, shutdown: watch::Receiver<bool>) -> std::io::Result<()> {
     let switch = Switch::new(config.wire);
+    serve(config, listener, switch, shutdown).await
+}
+
+/// Serve on `listener` with `switch` (made with `Switch::new(config.wire)`; the caller
+/// keeps a clone to watch registrations) until `shutdown` turns true.
+pub async fn serve(config: SimConfig, listener: TcpListener, switch: Switch, mut shutdown: watch::Receiver<bool>) -> std::io::Result<()> {
     let sent_log = config.sent_log.as_deref().map(SentLog::open).transpose()?;
     info!(name = %config.name, addr = %listener.local_addr()?, "Simulated T-Server listening.");
     let traffic = tokio::spawn(make_traffic(config.clone(), switch.clone(), shutdown.clone()));

@@ -171,6 +171,11 @@ impl Switch {
         self.registrations_changed.notify_waiters();
     }
 
+    /// How many DNs some client has registered.
+    pub fn registered_count(&self) -> usize {
+        self.lock().registrations.len()
+    }
+
     /// Are all these DNs registered by some client?
     pub fn all_registered(&self, dns: &BTreeSet<String>) -> bool {
         let s = self.lock();

@@ -1,9 +1,13 @@
-//! The embedded store: one SQLite database file (WAL mode, so queries from other
-//! processes read while a projection writes). Rows are JSON text keyed like the
+//! The embedded store: one SQLite database file (WAL mode, so queries read while a
+//! projection writes, in this process and others). Rows are JSON text keyed like the
 //! ScyllaDB tables (schemas/cql/projections.cql).
+//!
+//! One connection writes, on tokio's blocking threads (a batch's transaction must not hold
+//! an executor thread); queries take one of a few read-only connections, so a query never
+//! waits for a batch being written.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -45,16 +49,27 @@ fn tables(projection: &str) -> &'static [&'static str] {
     }
 }
 
-/// SQLite behind a mutex; every call is short.
+/// Idle read connections kept open.
+const IDLE_READERS: usize = 8;
+
+/// The writer connection and a pool of read connections of one database file.
 #[derive(Clone)]
 pub struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    /// Idle read connections.
+    readers: Mutex<Vec<Connection>>,
 }
 
 impl SqliteStore {
     /// Open (and create) the database at `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
-        if let Some(dir) = path.as_ref().parent() {
+        let path = path.as_ref();
+        if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() {
                 std::fs::create_dir_all(dir).map_err(|e| StoreError::Task(format!("cannot create {}: {e}", dir.display())))?;
             }
@@ -79,12 +94,43 @@ impl SqliteStore {
             tx.commit()?;
             Ok(())
         })?;
-        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
+        Ok(SqliteStore { inner: Arc::new(Inner { path: path.to_path_buf(), writer: Mutex::new(conn), readers: Mutex::new(Vec::new()) }) })
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
-        let mut conn = self.conn.lock().map_err(|_| StoreError::Task("store lock poisoned".into()))?;
-        f(&mut conn)
+    /// Run `f` with the writer connection on a blocking thread.
+    async fn write_with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = inner.writer.lock().map_err(|_| StoreError::Task("store lock poisoned".into()))?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// Run the query `f` on an idle read connection (a new one when all are busy). Queries
+    /// are short and run in place: what they must not do is wait for a batch being written.
+    fn read_with<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let idle = self.inner.readers.lock().map_err(|_| StoreError::Task("store lock poisoned".into()))?.pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => {
+                let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+                let conn = Connection::open_with_flags(&self.inner.path, flags)?;
+                conn.busy_timeout(std::time::Duration::from_secs(10))?;
+                conn
+            }
+        };
+        let out = f(&conn);
+        if let Ok(mut idle) = self.inner.readers.lock() {
+            if idle.len() < IDLE_READERS {
+                idle.push(conn);
+            }
+        }
+        out
     }
 }
 
@@ -118,7 +164,7 @@ fn gen_state(c: &Connection, projection: &str, gen: Gen) -> Result<Option<GenSta
 
 impl Store for SqliteStore {
     async fn generations(&self, projection: &str) -> Result<Vec<(Gen, GenState)>, StoreError> {
-        self.with(|c| {
+        self.read_with(|c| {
             let mut stmt = c.prepare_cached("SELECT gen, state FROM generations WHERE projection = ?1 ORDER BY gen")?;
             let raw: Vec<(Gen, String)> = stmt.query_map(params![projection], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
             raw.into_iter().map(|(g, s)| Ok((g, GenState::parse(&s)?))).collect()
@@ -126,17 +172,20 @@ impl Store for SqliteStore {
     }
 
     async fn set_generation(&self, projection: &str, gen: Gen, state: GenState) -> Result<(), StoreError> {
-        self.with(|c| {
+        let projection = projection.to_string();
+        self.write_with(move |c| {
             c.execute(
                 "INSERT OR REPLACE INTO generations (projection, gen, state) VALUES (?1, ?2, ?3)",
                 params![projection, gen, state.as_str()],
             )?;
             Ok(())
         })
+        .await
     }
 
     async fn switch_generation(&self, projection: &str, from: Option<Gen>, to: Gen) -> Result<(), StoreError> {
-        self.with(|c| {
+        let projection = projection.to_string();
+        self.write_with(move |c| {
             let tx = c.transaction()?;
             if let Some(from) = from {
                 tx.execute(
@@ -148,22 +197,25 @@ impl Store for SqliteStore {
             tx.commit()?;
             Ok(())
         })
+        .await
     }
 
     async fn drop_generation(&self, projection: &str, gen: Gen) -> Result<(), StoreError> {
-        self.with(|c| {
+        let projection = projection.to_string();
+        self.write_with(move |c| {
             let tx = c.transaction()?;
-            for table in tables(projection) {
+            for table in tables(&projection) {
                 tx.execute(&format!("DELETE FROM {table} WHERE gen = ?1"), params![gen])?;
             }
             tx.execute("DELETE FROM positions WHERE projection = ?1 AND gen = ?2", params![projection, gen])?;
             tx.commit()?;
             Ok(())
         })
+        .await
     }
 
     async fn position(&self, projection: &str, gen: Gen, topic: &str, partition: i32) -> Result<Option<i64>, StoreError> {
-        self.with(|c| {
+        self.read_with(|c| {
             Ok(c.query_row(
                 "SELECT next_offset FROM positions WHERE projection = ?1 AND gen = ?2 AND topic = ?3 AND partition = ?4",
                 params![projection, gen, topic, partition],
@@ -174,7 +226,7 @@ impl Store for SqliteStore {
     }
 
     async fn positions(&self, projection: &str, gen: Gen) -> Result<BTreeMap<(String, i32), i64>, StoreError> {
-        self.with(|c| {
+        self.read_with(|c| {
             let mut stmt = c.prepare_cached("SELECT topic, partition, next_offset FROM positions WHERE projection = ?1 AND gen = ?2")?;
             let all = stmt.query_map(params![projection, gen], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))?.collect::<Result<_, _>>()?;
             Ok(all)
@@ -182,21 +234,21 @@ impl Store for SqliteStore {
     }
 
     async fn dn(&self, gen: Gen, tserver: i32, dn: &str) -> Result<Option<DnState>, StoreError> {
-        self.with(|c| {
+        self.read_with(|c| {
             let mut stmt = c.prepare_cached("SELECT row FROM dn_state WHERE gen = ?1 AND tserver = ?2 AND dn = ?3")?;
             Ok(rows(&mut stmt, params![gen, tserver, dn])?.pop())
         })
     }
 
     async fn dns(&self, gen: Gen, tserver: i32) -> Result<Vec<DnState>, StoreError> {
-        self.with(|c| {
+        self.read_with(|c| {
             let mut stmt = c.prepare_cached("SELECT row FROM dn_state WHERE gen = ?1 AND tserver = ?2 ORDER BY dn")?;
             rows(&mut stmt, params![gen, tserver])
         })
     }
 
     async fn call(&self, gen: Gen, tserver: i32, connid: &str) -> Result<Option<CallRecord>, StoreError> {
-        self.with(|c| {
+        self.read_with(|c| {
             let mut stmt = c.prepare_cached("SELECT row FROM calls WHERE gen = ?1 AND tserver = ?2 AND connid = ?3")?;
             Ok(rows(&mut stmt, params![gen, tserver, connid])?.pop())
         })
@@ -207,7 +259,7 @@ impl Store for SqliteStore {
             Some(c) => (c.started_ms, c.connid.clone()),
             None => (page.to_ms, String::new()),
         };
-        self.with(|c| {
+        self.read_with(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT row FROM dn_calls WHERE gen = ?1 AND tserver = ?2 AND dn = ?3 AND started_ms >= ?4
                  AND (started_ms, connid) < (?5, ?6) ORDER BY started_ms DESC, connid DESC LIMIT ?7",
@@ -217,7 +269,7 @@ impl Store for SqliteStore {
     }
 
     async fn interval_legs(&self, gen: Gen, tserver: i32, interval_ms: i64, dn: Option<&str>) -> Result<Vec<DnCall>, StoreError> {
-        self.with(|c| match dn {
+        self.read_with(|c| match dn {
             Some(dn) => {
                 let mut stmt = c.prepare_cached(
                     "SELECT row FROM interval_legs WHERE gen = ?1 AND tserver = ?2 AND interval_ms = ?3 AND dn = ?4 ORDER BY started_ms, connid",
@@ -238,7 +290,7 @@ impl Store for SqliteStore {
             "dn-state" => "SELECT row FROM dn_state WHERE gen = ?1 ORDER BY tserver, dn",
             _ => "SELECT row FROM calls WHERE gen = ?1 ORDER BY tserver, connid",
         };
-        self.with(|c| {
+        self.read_with(|c| {
             let mut stmt = c.prepare_cached(sql)?;
             let all = stmt.query_map(params![gen], |r| r.get::<_, String>(0))?.collect::<Result<_, _>>()?;
             Ok(all)
@@ -246,8 +298,8 @@ impl Store for SqliteStore {
     }
 
     async fn write(&self, batch: Batch) -> Result<(), StoreError> {
-        let legs = batch.legs();
-        self.with(|c| {
+        self.write_with(move |c| {
+            let legs = batch.legs();
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             if gen_state(&tx, &batch.projection, batch.gen)? == Some(GenState::Retired) {
                 return Err(StoreError::Retired { projection: batch.projection.clone(), gen: batch.gen });
@@ -285,5 +337,6 @@ impl Store for SqliteStore {
             tx.commit()?;
             Ok(())
         })
+        .await
     }
 }
