@@ -18,9 +18,6 @@ use netwatch_schemas::config::{ConfigEvent, Dn, TServer};
 use netwatch_schemas::decode;
 use serde::{Deserialize, Serialize};
 
-/// Records read after a valid snapshot before it is rewritten.
-const REWRITE_AFTER: usize = 1_000;
-
 /// File format version: a file of another version is ignored.
 const VERSION: u32 = 1;
 
@@ -77,9 +74,6 @@ pub async fn current_state(log: &Log) -> Result<ConfigState, LogError> {
     let topic = log.topic(Topic::Config);
     let file = path(log, &topic);
     let saved = file.as_deref().and_then(|p| load(p, &topic));
-    // Rewriting the snapshot costs about as much as loading it (~90 ms for 100k DNs): it is
-    // rewritten only when it was missing or stale, or once the records after it are many.
-    let mut rewrite = true;
     let (state, positions) = match saved {
         Some((state, positions)) => {
             let kafka = log.kafka.clone();
@@ -91,7 +85,6 @@ pub async fn current_state(log: &Log) -> Result<ConfigState, LogError> {
             .map_err(|e| LogError::Task(e.to_string()))??;
             match tail(&positions, &records) {
                 Some(tail) => {
-                    rewrite = tail.len() >= REWRITE_AFTER;
                     let (mut state, mut positions) = (state, positions);
                     fold(&mut state, &mut positions, tail);
                     (state, positions)
@@ -104,7 +97,7 @@ pub async fn current_state(log: &Log) -> Result<ConfigState, LogError> {
         }
         None => full(log).await?,
     };
-    if let Some(p) = file.filter(|_| rewrite) {
+    if let Some(p) = file {
         if let Err(e) = save(&p, &topic, &state, &positions) {
             tracing::debug!(path = %p.display(), error = %e, "could not save the configuration snapshot");
         }
