@@ -36,6 +36,9 @@ pub struct DispatcherConfig {
 /// How far back in `monitors` a dispatcher starts: heartbeats are soft state.
 const MONITORS_TAIL: i64 = 2_000;
 
+/// Config records folded at most before their T-Servers are reconciled, while more wait.
+const RECONCILE_EVERY: usize = 5_000;
+
 struct Sources {
     config: GroupConsumer,
     assignments: GroupConsumer,
@@ -106,6 +109,9 @@ pub async fn run(log: Log, config: DispatcherConfig, mut shutdown: watch::Receiv
     let mut catch_up = CatchUp { monitors: (0..log.topics.partitions(Topic::Monitors)).collect(), ..Default::default() };
     // How far the assignments tail has read, per partition.
     let mut tail_read: BTreeMap<i32, i64> = BTreeMap::new();
+    // T-Servers changed by `config` records folded since the last reconcile.
+    let mut dirty: BTreeSet<i32> = BTreeSet::new();
+    let mut dirty_records = 0usize;
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut beat = tokio::time::interval(Duration::from_millis(config.settings.liveness.heartbeat_ms.max(100) as u64));
     let result = loop {
@@ -176,6 +182,8 @@ pub async fn run(log: Log, config: DispatcherConfig, mut shutdown: watch::Receiv
                     heartbeat(&log, &instance, &owned).await;
                     info!(partitions = ?owned, "Rebuilding the configuration from the log.");
                     core.reset_config();
+                    // Reconciled with every other T-Server once caught up.
+                    dirty.clear();
                     catch_up.config = owned.clone();
                     catch_up.live = false;
                     match log.high_watermarks(Topic::Assignments).await {
@@ -189,6 +197,9 @@ pub async fn run(log: Log, config: DispatcherConfig, mut shutdown: watch::Receiv
                     }
                 }
                 Some(ConsumerEvent::Revoked { ack, .. }) => {
+                    // What was folded is placed before the partitions go.
+                    let commands = reconcile_dirty(&mut core, &mut dirty, &mut dirty_records);
+                    if let Err(e) = emit(&log, &instance, commands).await { break Err(e) }
                     owned.clear();
                     core.forget_unowned(|_| false);
                     catch_up.live = false;
@@ -200,14 +211,23 @@ pub async fn run(log: Log, config: DispatcherConfig, mut shutdown: watch::Receiv
                         Err(e) => break Err(e),
                     };
                     if let (true, Some(t)) = (catch_up.live, tserver) {
-                        let commands = core.reconcile(t, now_ms());
-                        if let Err(e) = emit(&log, &instance, commands).await { break Err(e) }
+                        dirty.insert(t);
+                        dirty_records += 1;
                     }
                 }
                 Some(ConsumerEvent::Eof { partition }) => { catch_up.config.remove(&partition); }
                 Some(_) => {}
                 None => break Ok(()),
             },
+        }
+        // Changes are reconciled once the records already read are folded (or every
+        // `RECONCILE_EVERY` records), and their commands appended together: an import of
+        // 100k DNs costs a few broker round trips, not one per DN.
+        if !dirty.is_empty() && (sources.config.events.is_empty() || dirty_records >= RECONCILE_EVERY) {
+            let commands = reconcile_dirty(&mut core, &mut dirty, &mut dirty_records);
+            if let Err(e) = emit(&log, &instance, commands).await {
+                break Err(e);
+            }
         }
         if !catch_up.live && !owned.is_empty() && catch_up.done() {
             catch_up.live = true;
@@ -224,6 +244,13 @@ pub async fn run(log: Log, config: DispatcherConfig, mut shutdown: watch::Receiv
     sources.monitors.stop().await;
     info!(%instance, "Dispatcher stopped.");
     result
+}
+
+/// Reconcile the T-Servers changed since the last time.
+fn reconcile_dirty(core: &mut Dispatcher, dirty: &mut BTreeSet<i32>, records: &mut usize) -> Vec<Emitted> {
+    let now = now_ms();
+    *records = 0;
+    std::mem::take(dirty).into_iter().flat_map(|t| core.reconcile(t, now)).collect()
 }
 
 /// Fold one config record; the T-Server it touched, if it applied. A record that
