@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 
 .DEFAULT_GOAL := help
-.PHONY: help build run test bench chaos lint fmt broker-install broker-up broker-down up down clean
+.PHONY: help build run run-sip test bench chaos lint fmt broker-install sip-install broker-up broker-down up down clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -14,7 +14,10 @@ build: ## Build the netwatch binary (debug)
 run: broker-install build ## Install and start the broker, run every role with a simulated site; Ctrl-C stops all
 	infra/run.sh
 
-test: broker-install ## Run the whole suite: unit, property and end-to-end tests against a real broker
+run-sip: broker-install sip-install build ## Like run, but Netwatch watches a local Kamailio with real SIP calls from SIPp (docs/sip.md)
+	infra/run-sip.sh
+
+test: broker-install sip-install ## Run the whole suite: unit, property and end-to-end tests against a real broker
 	@# Tests and binaries only: the criterion benches build under `make bench` (and `make lint` checks them).
 	$(CARGO) build --workspace --tests --bins
 	@# cargo-nextest (on the build machines) runs tests two at a time, each in its own process
@@ -39,6 +42,9 @@ fmt: ## Format the code
 
 broker-install: ## Install tansu 0.6.0 with cargo unless that version is installed already
 	infra/broker.sh install
+
+sip-install: ## Install Kamailio 5.6 and SIPp from Debian unless they are there (the SIP tests and `make run-sip` use them)
+	infra/kamailio.sh install
 
 broker-up: broker-install build ## Start the broker on 127.0.0.1:9092 (BROKER_PORT=... to change; data in data/broker)
 	infra/broker.sh start

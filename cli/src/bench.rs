@@ -190,6 +190,8 @@ fn sample_event(i: u64) -> CallEvent {
             other_dn: Some(format!("+1555{:07}", i % 10_000_000)),
             third_party_dn: None,
             previous_connid: None,
+            cause: None,
+            released_by: None,
         }),
     }
 }
@@ -249,7 +251,7 @@ async fn capture_links(log: &Log, events: u64, links: i32, run: i32) -> Result<f
             sent_log: None,
         };
         sims.push(tokio::spawn(netwatch_producers::sim::run(sim, listener, sim_shutdown.clone())));
-        let tserver = TServer { id: t, name: format!("BenchTServer{t}"), host: "127.0.0.1".into(), port: port.into() };
+        let tserver = TServer::cti(t, format!("BenchTServer{t}"), "127.0.0.1", i32::from(port));
         let wanted: BTreeSet<String> = dns.iter().cloned().collect();
         handles.push(LinkHandle::spawn(log.clone(), format!("bench-{run}"), tserver, wanted, LinkSettings::default()));
     }
@@ -323,6 +325,8 @@ fn call_flows(calls: u64, tservers: i32) -> Vec<CallEvent> {
                     other_dn: Some(format!("+1555{:07}", c % 10_000_000)),
                     third_party_dn: None,
                     previous_connid: None,
+                    cause: None,
+                    released_by: None,
                 }),
             });
         }

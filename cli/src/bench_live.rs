@@ -364,7 +364,7 @@ pub async fn live(ctx: &Ctx, args: LiveArgs) -> Result<(), CliError> {
 async fn configure(log: &Log, id: i32, port: u16, dns: &[String]) -> Result<(), CliError> {
     let mut state = current_state(log).await?;
     let mut changes =
-        vec![ConfigChange::TServerCreated(TServer { id, name: format!("LiveTServer{id}"), host: "127.0.0.1".into(), port: port.into() })];
+        vec![ConfigChange::TServerCreated(TServer::cti(id, format!("LiveTServer{id}"), "127.0.0.1", i32::from(port)))];
     for (i, number) in dns.iter().enumerate() {
         changes.push(ConfigChange::DnCreated(Dn {
             dbid: id * 100_000 + i as i32,

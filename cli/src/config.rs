@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use netwatch_eventlog::{Log, Topic};
 use netwatch_producers::config::{ConfigState, ImportLine};
-use netwatch_schemas::config::{ConfigChange, ConfigEvent, Dn, DnRef, DnType, TServer, TServerRef};
+use netwatch_schemas::config::{ConfigChange, ConfigEvent, Dn, DnRef, DnType, ServerKind, TServer, TServerRef};
 use netwatch_schemas::{encode, now_ms};
 
 use crate::{input, CliError, Ctx};
@@ -45,9 +45,16 @@ pub struct TServerArgs {
     /// Host of its CTI link.
     #[arg(long)]
     host: String,
-    /// Port of its CTI link.
+    /// Port of its CTI link (Kamailio: of evapi).
     #[arg(long)]
     port: i32,
+    /// How monitors talk to it: `cti` (a CTI link, docs/cti-link.md) or `kamailio` (evapi
+    /// events and JSON-RPC, docs/sip.md).
+    #[arg(long, default_value = "cti")]
+    kind: ServerKind,
+    /// Kamailio's JSON-RPC URL [default: http://HOST:(PORT+1)/RPC].
+    #[arg(long)]
+    rpc: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -60,6 +67,9 @@ pub struct TServerUpdate {
     host: Option<String>,
     #[arg(long)]
     port: Option<i32>,
+    /// Kamailio's JSON-RPC URL.
+    #[arg(long)]
+    rpc: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -145,13 +155,15 @@ pub async fn run(ctx: &Ctx, cmd: ConfigCmd) -> Result<(), CliError> {
     let mut state = current_state(&log).await?;
     let (changes, source) = match cmd {
         ConfigCmd::Tserver(TServerCmd::Create(a)) => {
-            (vec![ConfigChange::TServerCreated(TServer { id: a.id, name: a.name, host: a.host, port: a.port })], source())
+            let tserver = TServer { id: a.id, name: a.name, host: a.host, port: a.port, kind: a.kind, rpc: a.rpc };
+            (vec![ConfigChange::TServerCreated(tserver)], source())
         }
         ConfigCmd::Tserver(TServerCmd::Update(a)) => {
             let mut t = state.tserver(a.id).map_err(|e| input(e.to_string()))?.clone();
             t.name = a.name.unwrap_or(t.name);
             t.host = a.host.unwrap_or(t.host);
             t.port = a.port.unwrap_or(t.port);
+            t.rpc = a.rpc.or(t.rpc);
             (vec![ConfigChange::TServerUpdated(t)], source())
         }
         ConfigCmd::Tserver(TServerCmd::Delete { id }) => (vec![ConfigChange::TServerDeleted(TServerRef { id })], source()),

@@ -225,7 +225,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("nw-snapshot-{}", std::process::id()));
         let file = dir.join("s.json");
         let (mut state, mut positions) = (ConfigState::default(), BTreeMap::new());
-        let tserver = |id: i32| TServer { id, name: format!("TS{id}"), host: "127.0.0.1".into(), port: 7000 + id };
+        let tserver = |id: i32| TServer::cti(id, format!("TS{id}"), "127.0.0.1", 7000 + id);
         state.tservers = [(0, tserver(0)), (3, tserver(3))].into();
         // The DNs of T-Servers 0 and 3, created in partitions 0 and 3.
         let records = [record(0, 0, "a0"), record(3, 0, "d0")];

@@ -284,7 +284,7 @@ async fn register_site(log: &Log, args: &UpArgs) -> Result<(), CliError> {
     let mut state = current_state(log).await?;
     let mut changes = Vec::new();
     for t in 1..=args.sim_tservers {
-        let wanted = TServer { id: t, name: format!("SimTServer{t}"), host: "127.0.0.1".into(), port: args.sim_base_port + t - 1 };
+        let wanted = TServer::cti(t, format!("SimTServer{t}"), "127.0.0.1", args.sim_base_port + t - 1);
         match state.tservers.get(&t) {
             None => changes.push(ConfigChange::TServerCreated(wanted)),
             Some(current) if *current != wanted => changes.push(ConfigChange::TServerUpdated(wanted)),

@@ -100,7 +100,7 @@ async fn a_link_pushes_back_on_the_tserver_while_the_broker_is_down_and_loses_no
     let port = listener.local_addr().unwrap().port();
     let written = Arc::new(AtomicU64::new(0));
     let server = tokio::spawn(tserver(listener, written.clone()));
-    let tserver = TServer { id: 1, name: "TS1".into(), host: "127.0.0.1".into(), port: port.into() };
+    let tserver = TServer::cti(1, "TS1", "127.0.0.1", i32::from(port));
     let settings = LinkSettings { max_in_flight: 100, drain_wait: Duration::from_millis(500) };
     let dns: BTreeSet<String> = ["5001".to_string()].into();
     let link = LinkHandle::spawn(log.clone(), "m1".into(), tserver, dns, settings);

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use netwatch_schemas::config::{ConfigChange, Dn, DnRef, TServer};
+use netwatch_schemas::config::{ConfigChange, Dn, DnRef, ServerKind, TServer};
 use serde::Deserialize;
 
 /// Why a configuration change was refused. Each is one sentence for the operator.
@@ -158,6 +158,13 @@ fn check_tserver(t: &TServer) -> Result<(), Rejected> {
     if !(1..=65535).contains(&t.port) {
         return Err(Rejected::Invalid(format!("T-Server port must be 1..65535, got {}", t.port)));
     }
+    match (t.kind, &t.rpc) {
+        (ServerKind::Cti, Some(_)) => return Err(Rejected::Invalid("only a kamailio server has an RPC URL".into())),
+        (ServerKind::Kamailio, Some(url)) if !url.starts_with("http://") || url.len() <= "http://".len() => {
+            return Err(Rejected::Invalid(format!("the RPC URL must be http://host:port/path, got {url:?}")));
+        }
+        _ => {}
+    }
     Ok(())
 }
 
@@ -177,12 +184,20 @@ pub enum ImportLine {
         name: String,
         host: String,
         port: i32,
+        /// `cti` (default) or `kamailio`.
+        #[serde(default)]
+        kind: Option<String>,
+        /// Kamailio's JSON-RPC URL.
+        #[serde(default)]
+        rpc: Option<String>,
     },
     UpdateTserver {
         id: i32,
         name: Option<String>,
         host: Option<String>,
         port: Option<i32>,
+        #[serde(default)]
+        rpc: Option<String>,
     },
     DeleteTserver {
         id: i32,
@@ -213,10 +228,11 @@ impl ImportLine {
     /// Turn the line into a change, filling updates from the current state.
     pub fn to_change(&self, state: &ConfigState) -> Result<ConfigChange, Rejected> {
         Ok(match self {
-            ImportLine::CreateTserver { id, name, host, port } => {
-                ConfigChange::TServerCreated(TServer { id: *id, name: name.clone(), host: host.clone(), port: *port })
+            ImportLine::CreateTserver { id, name, host, port, kind, rpc } => {
+                let kind = kind.as_deref().map(str::parse).transpose().map_err(Rejected::Invalid)?.unwrap_or_default();
+                ConfigChange::TServerCreated(TServer { kind, rpc: rpc.clone(), ..TServer::cti(*id, name.clone(), host.clone(), *port) })
             }
-            ImportLine::UpdateTserver { id, name, host, port } => {
+            ImportLine::UpdateTserver { id, name, host, port, rpc } => {
                 let mut t = state.tserver(*id)?.clone();
                 if let Some(n) = name {
                     t.name = n.clone();
@@ -226,6 +242,9 @@ impl ImportLine {
                 }
                 if let Some(p) = port {
                     t.port = *p;
+                }
+                if let Some(r) = rpc {
+                    t.rpc = Some(r.clone());
                 }
                 ConfigChange::TServerUpdated(t)
             }
@@ -255,7 +274,7 @@ mod tests {
     use netwatch_schemas::config::{DnType, TServerRef};
 
     fn ts(id: i32) -> TServer {
-        TServer { id, name: format!("TS{id}"), host: "127.0.0.1".into(), port: 7000 + id }
+        TServer::cti(id, format!("TS{id}"), "127.0.0.1", 7000 + id)
     }
 
     fn dn(tserver: i32, dbid: i32, number: &str) -> Dn {

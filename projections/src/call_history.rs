@@ -70,14 +70,22 @@ pub fn apply(current: Option<CallRecord>, tserver: i32, t: &Telephony, at: i64) 
         TEventKind::Released | TEventKind::Abandoned => {
             close_hold(leg, at);
             leg.ended_ms = Some(at);
-            leg.outcome = if t.kind == TEventKind::Abandoned {
+            if let Some(by) = &t.released_by {
+                call.released_by.get_or_insert_with(|| by.clone());
+            }
+            let cause = t.cause.as_deref();
+            leg.outcome = if t.kind == TEventKind::Abandoned || cause == Some("canceled") {
                 "abandoned".into()
             } else if t.third_party_dn.is_some() {
                 call.transferred = true;
                 "transferred".into()
             } else if leg.answered_ms.is_some() {
                 "answered".into()
-            } else if unseen_start {
+            } else if cause == Some("busy") {
+                "busy".into()
+            } else if cause == Some("failed") {
+                "failed".into()
+            } else if unseen_start || cause == Some("lost") {
                 "unknown".into()
             } else if !leg.offered || call.call_type == "Outbound" {
                 // Dialled from here and never answered: an attempt that failed, not a
@@ -145,6 +153,8 @@ fn finish(call: &mut CallRecord, at: i64) {
         "answered"
     } else if call.legs.iter().any(|l| l.outcome == "abandoned") {
         "abandoned"
+    } else if call.legs.iter().any(|l| l.outcome == "busy") {
+        "busy"
     } else if call.legs.iter().all(|l| l.outcome == "unknown") {
         "unknown"
     } else {
@@ -167,6 +177,8 @@ mod tests {
             other_dn: Some(other.into()),
             third_party_dn: third.map(str::to_string),
             previous_connid: None,
+            cause: None,
+            released_by: None,
         }
     }
 
@@ -189,6 +201,40 @@ mod tests {
         assert_eq!((c.outcome.as_str(), c.parties.clone()), ("answered", vec!["5001".to_string(), "+1555".to_string()]));
         let rows = c.dn_calls();
         assert_eq!((rows[0].ring_ms, rows[0].talk_ms, rows[0].hold_ms, rows[0].total_ms), (4_000, 21_000, 15_000, 40_000));
+    }
+
+    /// A release as a SIP server reports it (docs/sip.md): why, and by whom.
+    fn ended(mut e: Telephony, cause: Option<&str>, by: &str) -> Telephony {
+        e.cause = cause.map(str::to_string);
+        e.released_by = Some(by.into());
+        e
+    }
+
+    #[test]
+    fn sip_busy_call_is_busy_at_the_caller_and_says_who_rejected_it() {
+        use TEventKind::*;
+        let it = CallType::Internal;
+        let c = play(&[(0, t(Dialing, "5001", "5002", it, None)), (0, ended(t(Released, "5001", "5002", it, None), Some("busy"), "5002"))]);
+        assert_eq!((c.outcome.as_str(), c.released_by.as_deref(), c.legs[0].outcome.as_str()), ("busy", Some("5002"), "busy"));
+        assert_eq!(c.parties, vec!["5001".to_string(), "5002".to_string()]);
+    }
+
+    #[test]
+    fn sip_cancel_abandons_both_legs_and_a_failure_is_failed() {
+        use TEventKind::*;
+        let it = CallType::Internal;
+        let c = play(&[
+            (0, t(Dialing, "5001", "5002", it, None)),
+            (100, t(Ringing, "5002", "5001", it, None)),
+            (2_100, ended(t(Released, "5001", "5002", it, None), Some("canceled"), "5001")),
+            (2_100, ended(t(Abandoned, "5002", "5001", it, None), Some("canceled"), "5001")),
+        ]);
+        let legs: Vec<&str> = c.legs.iter().map(|l| l.outcome.as_str()).collect();
+        assert_eq!((c.outcome.as_str(), legs, c.ring_ms), ("abandoned", vec!["abandoned", "abandoned"], 2_100));
+        let c = play(&[(0, t(Dialing, "5001", "5099", it, None)), (5, ended(t(Released, "5001", "5099", it, None), Some("failed"), "server"))]);
+        assert_eq!((c.outcome.as_str(), c.released_by.as_deref()), ("failed", Some("server")));
+        let rows = c.dn_calls();
+        assert_eq!(rows[0].released_by.as_deref(), Some("server"));
     }
 
     #[test]

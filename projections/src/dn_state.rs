@@ -303,6 +303,8 @@ mod tests {
             other_dn: Some(other.into()),
             third_party_dn: None,
             previous_connid: previous.map(str::to_string),
+            cause: None,
+            released_by: None,
         })
     }
 

@@ -68,7 +68,7 @@ pub struct CallLeg {
     pub hold_ms: i64,
     /// Start of the hold in progress, if any.
     pub held_since_ms: Option<i64>,
-    /// in_progress, answered, abandoned, transferred, failed, merged (a consultation
+    /// in_progress, answered, abandoned, busy, transferred, failed, merged (a consultation
     /// merged into another call before it was answered), unknown (first seen released:
     /// what happened before is not known).
     pub outcome: String,
@@ -94,8 +94,12 @@ pub struct CallRecord {
     pub talk_ms: i64,
     pub hold_ms: i64,
     pub total_ms: i64,
-    /// in_progress, answered, abandoned, transferred, failed.
+    /// in_progress, answered, abandoned, busy, transferred, failed, unknown.
     pub outcome: String,
+    /// The party that ended the call (a DN or number) or `server`, when the server
+    /// says (a SIP server does, docs/sip.md).
+    #[serde(default)]
+    pub released_by: Option<String>,
     pub transferred: bool,
     /// Were three or more parties talking on it at once?
     #[serde(default)]
@@ -131,6 +135,9 @@ pub struct DnCall {
     /// It was answered at this DN.
     #[serde(default)]
     pub answered: bool,
+    /// Who ended the call, when the server says (see [`CallRecord::released_by`]).
+    #[serde(default)]
+    pub released_by: Option<String>,
 }
 
 /// Ring, talk, hold and total time of a stretch from `start` to `end` answered at
@@ -176,6 +183,7 @@ impl CallRecord {
                     outcome: leg.outcome.clone(),
                     offered: leg.offered,
                     answered: leg.answered_ms.is_some(),
+                    released_by: self.released_by.clone(),
                 }
             })
             .collect()

@@ -144,6 +144,8 @@ mod tests {
             other_dn: Some("+15550000".into()),
             third_party_dn: third,
             previous_connid: None,
+            cause: None,
+            released_by: None,
         }
     }
 

@@ -28,6 +28,8 @@ fn call() -> CallEvent {
             other_dn: Some("+15550001234".into()),
             third_party_dn: None,
             previous_connid: None,
+            cause: None,
+            released_by: None,
         }),
     }
 }

@@ -65,6 +65,14 @@ pub struct Telephony {
     /// For PartyChanged after a two-step transfer: the ConnID the call had before.
     #[serde(default)]
     pub previous_connid: Option<String>,
+    /// Released/Abandoned: why the call ended here, when the server says (v3): `busy`,
+    /// `failed`, `canceled`, `lost` (docs/sip.md). `None` for a normal hang-up.
+    #[serde(default)]
+    pub cause: Option<String>,
+    /// Released/Abandoned: the party that ended the call (a DN or number), or `server`
+    /// (v3).
+    #[serde(default)]
+    pub released_by: Option<String>,
 }
 
 /// Agent state event kinds (EventAgentLogin, EventAgentReady, ...).

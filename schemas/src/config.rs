@@ -13,13 +13,68 @@ pub struct TServer {
     pub id: i32,
     pub name: String,
     pub host: String,
+    /// The CTI link's port, or Kamailio's evapi port.
     pub port: i32,
+    /// How the monitor talks to it (v2; CTI before).
+    #[serde(default)]
+    pub kind: ServerKind,
+    /// Kamailio: the JSON-RPC URL (v2); `None`: `http://host:(port + 1)/RPC`.
+    #[serde(default)]
+    pub rpc: Option<String>,
 }
 
 impl TServer {
-    /// `host:port` of the CTI link.
+    /// A T-Server reached over a CTI link.
+    pub fn cti(id: i32, name: impl Into<String>, host: impl Into<String>, port: i32) -> TServer {
+        TServer { id, name: name.into(), host: host.into(), port, kind: ServerKind::Cti, rpc: None }
+    }
+
+    /// `host:port` of the CTI link (or of evapi).
     pub fn endpoint(&self) -> String {
         format!("{}:{}", self.host, self.port)
+    }
+
+    /// Kamailio's JSON-RPC URL: the configured one, else `http://host:(port + 1)/RPC`.
+    pub fn rpc_url(&self) -> String {
+        self.rpc.clone().unwrap_or_else(|| format!("http://{}:{}/RPC", self.host, self.port + 1))
+    }
+}
+
+/// How a monitor talks to a server.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ServerKind {
+    /// A T-Server's CTI link (docs/cti-link.md).
+    #[default]
+    Cti,
+    /// Kamailio: events over evapi, resynchronisation over JSON-RPC (docs/sip.md).
+    Kamailio,
+}
+
+impl ServerKind {
+    /// The name in commands and import files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerKind::Cti => "cti",
+            ServerKind::Kamailio => "kamailio",
+        }
+    }
+}
+
+impl std::fmt::Display for ServerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ServerKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "cti" => Ok(ServerKind::Cti),
+            "kamailio" => Ok(ServerKind::Kamailio),
+            other => Err(format!("unknown server kind {other:?} (cti or kamailio)")),
+        }
     }
 }
 

@@ -46,6 +46,9 @@ const SOURCES: &[(SchemaKind, u32, &str)] = &[
     (SchemaKind::Assignments, 1, include_str!("../avro/assignments.v1.avsc")),
     (SchemaKind::Calls, 2, include_str!("../avro/calls.v2.avsc")),
     (SchemaKind::Monitors, 5, include_str!("../avro/monitors.v5.avsc")),
+    (SchemaKind::Config, 2, include_str!("../avro/config.v2.avsc")),
+    (SchemaKind::Calls, 3, include_str!("../avro/calls.v3.avsc")),
+    (SchemaKind::Assignments, 2, include_str!("../avro/assignments.v2.avsc")),
 ];
 
 /// All versions, parsed once.

@@ -1,14 +1,18 @@
 //! Schema evolution: `monitors` v2 added two optional fields to Heartbeat; `calls` v2
 //! added `link_seq` to the envelope and `events_lost` to LinkDisconnected. Bytes written
-//! by v1 writers (committed in `golden/`) must still decode with today's code.
+//! by v1 writers (committed in `golden/`) must still decode with today's code. `config`
+//! v2 and `assignments` v2 added a server `kind` and an `rpc` URL to T-Servers, `calls`
+//! v3 `cause` and `released_by` to telephony events.
 
-use netwatch_schemas::calls::{CallBody, CallEvent, LinkDisconnected};
+use netwatch_schemas::calls::{CallBody, CallEvent, CallType, LinkDisconnected, TEventKind, Telephony};
+use netwatch_schemas::config::{ConfigChange, ConfigEvent, ServerKind, TServer};
 use netwatch_schemas::codec::encode_with;
 use netwatch_schemas::monitors::{Heartbeat, MonitorBody, MonitorEvent};
 use netwatch_schemas::registry::registry;
 use netwatch_schemas::{decode, SchemaKind};
 
 const GOLDEN_V1: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/monitors.v1.heartbeat.bin");
+const GOLDEN_CONFIG_V1: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/config.v1.tserver-created.bin");
 const GOLDEN_CALLS_V1: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/calls.v1.link-disconnected.bin");
 
 /// The event the golden file holds, as a v1 writer saw it (v2 fields absent).
@@ -132,7 +136,7 @@ fn calls_golden_file_is_what_a_v1_writer_produces() {
 #[test]
 fn calls_v2_keeps_the_sequence_number_and_the_loss_count() {
     let current = registry().current(SchemaKind::Calls);
-    assert_eq!(current.version, 2);
+    assert_eq!(current.version, 3);
     let mut event = golden_call_event();
     event.link_seq = Some(41);
     event.body = CallBody::LinkDisconnected(LinkDisconnected { reason: "monitor stopped".into(), events_lost: Some(3) });
@@ -144,9 +148,101 @@ fn calls_v2_keeps_the_sequence_number_and_the_loss_count() {
 #[test]
 fn every_schema_version_parses_and_fingerprints_are_distinct() {
     let all = registry().all();
-    assert_eq!(all.len(), 9);
+    assert_eq!(all.len(), 12);
     let mut prints: Vec<_> = all.iter().map(|v| v.fingerprint).collect();
     prints.sort();
     prints.dedup();
     assert_eq!(prints.len(), all.len());
+}
+
+/// A T-Server as a `config` v1 writer saw it: no kind, no RPC URL.
+fn golden_config_event() -> ConfigEvent {
+    ConfigEvent {
+        event_id: "7a0e5b1c-0000-4000-8000-000000000002".into(),
+        at_ms: 1_700_000_000_000,
+        source: "cli@host".into(),
+        change: ConfigChange::TServerCreated(TServer::cti(7, "TS7", "10.0.0.7", 7007)),
+    }
+}
+
+#[test]
+fn config_golden_file_is_the_v1_layout_of_the_specification() {
+    let v1 = registry().version(SchemaKind::Config, 1).unwrap();
+    let mut expected = vec![0xC3, 0x01];
+    expected.extend_from_slice(&v1.fingerprint);
+    string(&mut expected, "7a0e5b1c-0000-4000-8000-000000000002");
+    zigzag(&mut expected, 1_700_000_000_000);
+    string(&mut expected, "cli@host");
+    zigzag(&mut expected, 0); // union member 0: TServerCreated { id, name, host, port }
+    zigzag(&mut expected, 7);
+    string(&mut expected, "TS7");
+    string(&mut expected, "10.0.0.7");
+    zigzag(&mut expected, 7007);
+    if std::env::var_os("NETWATCH_WRITE_GOLDEN").is_some() {
+        std::fs::write(GOLDEN_CONFIG_V1, &expected).unwrap();
+    }
+    assert_eq!(std::fs::read(GOLDEN_CONFIG_V1).expect("golden file is committed"), expected);
+    assert_eq!(encode_with(&v1.schema, &v1.fingerprint, &golden_config_event()).unwrap(), expected, "a v1 writer produces it");
+}
+
+#[test]
+fn config_v1_bytes_decode_as_a_cti_tserver() {
+    let bytes = std::fs::read(GOLDEN_CONFIG_V1).expect("golden file is committed");
+    let event = decode::<ConfigEvent>(&bytes).unwrap();
+    assert_eq!(event, golden_config_event());
+    let ConfigChange::TServerCreated(t) = event.change else { panic!("a T-Server creation") };
+    assert_eq!((t.kind, t.rpc), (ServerKind::Cti, None));
+}
+
+#[test]
+fn config_v2_keeps_the_kind_and_the_rpc_url() {
+    let current = registry().current(SchemaKind::Config);
+    assert_eq!(current.version, 2);
+    let mut event = golden_config_event();
+    let kamailio = TServer { kind: ServerKind::Kamailio, rpc: Some("http://10.0.0.7:8449/RPC".into()), ..TServer::cti(7, "K7", "10.0.0.7", 8448) };
+    event.change = ConfigChange::TServerUpdated(kamailio);
+    let bytes = netwatch_schemas::encode(&event).unwrap();
+    assert_eq!(bytes[2..10], current.fingerprint);
+    assert_eq!(decode::<ConfigEvent>(&bytes).unwrap(), event);
+}
+
+#[test]
+fn calls_v2_telephony_decodes_without_cause_and_v3_keeps_it() {
+    let v2 = registry().version(SchemaKind::Calls, 2).unwrap();
+    let mut event = golden_call_event();
+    let released = Telephony {
+        kind: TEventKind::Released,
+        dn: "5001".into(),
+        connid: "c1".into(),
+        call_type: CallType::Internal,
+        other_dn: Some("5002".into()),
+        third_party_dn: None,
+        previous_connid: None,
+        cause: None,
+        released_by: None,
+    };
+    event.body = CallBody::Telephony(released.clone());
+    let bytes = encode_with(&v2.schema, &v2.fingerprint, &event).unwrap();
+    assert_eq!(decode::<CallEvent>(&bytes).unwrap(), event);
+    event.body = CallBody::Telephony(Telephony { cause: Some("busy".into()), released_by: Some("5002".into()), ..released });
+    assert_eq!(decode::<CallEvent>(&netwatch_schemas::encode(&event).unwrap()).unwrap(), event);
+}
+
+#[test]
+fn assignments_v1_bytes_assign_a_cti_tserver_and_v2_keeps_the_kind() {
+    use netwatch_schemas::assignments::{Assignment, Command};
+    let v1 = registry().version(SchemaKind::Assignments, 1).unwrap();
+    let mut assignment = Assignment {
+        command_id: "c1".into(),
+        at_ms: 1,
+        dispatcher: "d1".into(),
+        command: Command::AssignTServer(TServer::cti(7, "TS7", "10.0.0.7", 7007)),
+    };
+    let old = encode_with(&v1.schema, &v1.fingerprint, &assignment).unwrap();
+    assert_eq!(decode::<Assignment>(&old).unwrap(), assignment);
+    assignment.command = Command::AssignTServer(TServer { kind: ServerKind::Kamailio, ..TServer::cti(7, "K7", "10.0.0.7", 8448) });
+    let current = registry().current(SchemaKind::Assignments);
+    let bytes = netwatch_schemas::encode(&assignment).unwrap();
+    assert_eq!((current.version, &bytes[2..10]), (2, &current.fingerprint[..]));
+    assert_eq!(decode::<Assignment>(&bytes).unwrap(), assignment);
 }

@@ -13,7 +13,8 @@ fn text() -> impl Strategy<Value = String> {
 }
 
 fn tserver() -> impl Strategy<Value = TServer> {
-    (any::<i32>(), text(), text(), any::<i32>()).prop_map(|(id, name, host, port)| TServer { id, name, host, port })
+    (any::<i32>(), text(), text(), any::<i32>(), prop::sample::select(vec![ServerKind::Cti, ServerKind::Kamailio]), proptest::option::of(text()))
+        .prop_map(|(id, name, host, port, kind, rpc)| TServer { id, name, host, port, kind, rpc })
 }
 
 fn dn_type() -> impl Strategy<Value = DnType> {
@@ -50,17 +51,13 @@ fn call_event() -> impl Strategy<Value = CallEvent> {
             .prop_map(|(reason, events_lost)| CallBody::LinkDisconnected(LinkDisconnected { reason, events_lost })),
         text().prop_map(|dn| CallBody::DnRegistered(DnAddress { dn })),
         text().prop_map(|dn| CallBody::DnUnregistered(DnAddress { dn })),
-        (kinds, text(), text(), types, proptest::option::of(text()), proptest::option::of(text()), proptest::option::of(text())).prop_map(
-            |(kind, dn, connid, call_type, other_dn, third_party_dn, previous_connid)| CallBody::Telephony(Telephony {
-                kind,
-                dn,
-                connid,
-                call_type,
-                other_dn,
-                third_party_dn,
-                previous_connid
-            })
-        ),
+        (
+            (kinds, text(), text(), types, proptest::option::of(text())),
+            (proptest::option::of(text()), proptest::option::of(text()), proptest::option::of(text()), proptest::option::of(text()))
+        )
+            .prop_map(|((kind, dn, connid, call_type, other_dn), (third_party_dn, previous_connid, cause, released_by))| {
+                CallBody::Telephony(Telephony { kind, dn, connid, call_type, other_dn, third_party_dn, previous_connid, cause, released_by })
+            }),
         (agent_kinds, text(), text(), proptest::option::of(text())).prop_map(|(kind, dn, agent_id, reason)| CallBody::Agent(Agent {
             kind,
             dn,

@@ -12,7 +12,7 @@ use proptest::prelude::*;
 use super::*;
 
 fn ts(id: i32, port: i32) -> TServer {
-    TServer { id, name: format!("TS{id}"), host: "127.0.0.1".into(), port }
+    TServer::cti(id, format!("TS{id}"), "127.0.0.1", port)
 }
 
 fn dn(t: i32, dbid: i32, n: &str) -> Dn {

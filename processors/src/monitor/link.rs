@@ -1,4 +1,5 @@
-//! One CTI link per watched T-Server: the runner of a [`Session`]. It moves bytes only —
+//! One CTI link per watched T-Server (a Kamailio has its own runner, [`SipRunner`]): the
+//! runner of a [`Session`]. It moves bytes only —
 //! opens the TCP link, writes the requests the session queues, reads and parses lines,
 //! and appends the session's events to `calls` through a pipelined [`Emitter`] — and
 //! stops reading while the emitter is full, so TCP pushes back on the T-Server.
@@ -14,7 +15,7 @@ use netwatch_eventlog::{Destination, Emitter, Log, Topic};
 use netwatch_producers::cti::{parse_message, Capture, Message, Request, Unusable};
 use netwatch_producers::link::{open, LinkError, LinkReader, LinkWriter};
 use netwatch_schemas::calls::{CallBody, CallEvent, LinkDisconnected};
-use netwatch_schemas::config::TServer;
+use netwatch_schemas::config::{ServerKind, TServer};
 use netwatch_schemas::{encode, now_ms};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -22,6 +23,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::session::{Action, Emitted, Note, Session};
+use super::sip::SipRunner;
 
 /// How a link runs.
 #[derive(Clone, Debug)]
@@ -41,11 +43,11 @@ impl Default for LinkSettings {
 /// Counters the heartbeat and the status read.
 #[derive(Default)]
 pub struct LinkStats {
-    connected: AtomicBool,
-    registered: AtomicI64,
-    captured: AtomicU64,
-    lost: AtomicU64,
-    unusable: AtomicU64,
+    pub(super) connected: AtomicBool,
+    pub(super) registered: AtomicI64,
+    pub(super) captured: AtomicU64,
+    pub(super) lost: AtomicU64,
+    pub(super) unusable: AtomicU64,
 }
 
 impl LinkStats {
@@ -86,8 +88,10 @@ impl LinkHandle {
         let stats = Arc::new(LinkStats::default());
         let (dns_tx, dns_rx) = watch::channel(dns);
         let (stop_tx, stop_rx) = watch::channel(false);
-        let runner = Runner::new(log, monitor, &tserver, settings, stats.clone());
-        let task = tokio::spawn(runner.run(dns_rx, stop_rx));
+        let task = match tserver.kind {
+            ServerKind::Cti => tokio::spawn(Runner::new(log, monitor, &tserver, settings, stats.clone()).run(dns_rx, stop_rx)),
+            ServerKind::Kamailio => tokio::spawn(SipRunner::new(&log, monitor, &tserver, settings, stats.clone()).run(dns_rx, stop_rx)),
+        };
         LinkHandle { tserver, stats, dns: dns_tx, stop: stop_tx, task }
     }
 

@@ -4,6 +4,7 @@
 
 mod link;
 mod session;
+mod sip;
 mod slots;
 
 use std::collections::{BTreeMap, BTreeSet};

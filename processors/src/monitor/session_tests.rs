@@ -110,6 +110,8 @@ async fn events_carry_their_seq_and_jumps_are_noted_at_a_bounded_rate() {
                 other_dn: None,
                 third_party_dn: None,
                 previous_connid: None,
+                cause: None,
+                released_by: None,
             })
         )]
     );

@@ -118,7 +118,7 @@ mod tests {
     use netwatch_schemas::config::{Dn, DnRef, DnType, TServerRef};
 
     fn ts(id: i32) -> TServer {
-        TServer { id, name: "TS".into(), host: "127.0.0.1".into(), port: 7000 }
+        TServer::cti(id, "TS", "127.0.0.1", 7000)
     }
 
     fn reg(t: i32, n: &str) -> Command {

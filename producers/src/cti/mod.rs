@@ -303,6 +303,8 @@ impl TEventBody {
                 other_dn: c.other_dn.clone(),
                 third_party_dn: c.third_party_dn.clone(),
                 previous_connid: c.previous_connid.clone(),
+                cause: None,
+                released_by: None,
             }));
         }
         if let Some((kind, a)) = self.agent_event() {
@@ -386,6 +388,8 @@ mod tests {
                 other_dn: None,
                 third_party_dn: None,
                 previous_connid: None,
+                cause: None,
+                released_by: None,
             }))
         );
     }

@@ -84,6 +84,31 @@ pub struct CallEvent {
     pub time_ms: u64,
     /// Set for Released and Abandoned.
     pub release: Option<Release>,
+    /// Which party of the call `dn` is.
+    pub party: Party,
+}
+
+impl CallEvent {
+    /// For Released and Abandoned: the party that ended the call (its DN or SIP user), or
+    /// `server`.
+    pub fn released_by(&self) -> Option<String> {
+        self.release.map(|r| match (r.by, self.party) {
+            (ReleasedBy::Server, _) => "server".to_string(),
+            (ReleasedBy::Caller, Party::Caller) | (ReleasedBy::Callee, Party::Callee) => self.dn.clone(),
+            _ => self.other_dn.clone(),
+        })
+    }
+
+    /// For Released and Abandoned: why the call ended, when not a normal hang-up.
+    pub fn cause(&self) -> Option<&'static str> {
+        match self.release?.outcome {
+            Outcome::Completed => None,
+            Outcome::Busy => Some("busy"),
+            Outcome::Abandoned => Some("canceled"),
+            Outcome::Failed { .. } => Some("failed"),
+            Outcome::Lost => Some("lost"),
+        }
+    }
 }
 
 /// What the model outputs.
@@ -195,6 +220,7 @@ impl CallView {
             other_dn: other.clone(),
             time_ms,
             release,
+            party,
         }))
     }
 }
@@ -219,6 +245,13 @@ impl Model {
             ended_order: VecDeque::new(),
             stats: Stats::default(),
         }
+    }
+
+    /// Changes the DNs that get outputs. The view keeps what it holds; a resync (see
+    /// [`Model::resync`]) brings the newly configured DNs' calls and registrations.
+    pub fn set_filter(&mut self, filter: BTreeSet<String>) {
+        self.view.registered.retain(|dn, _| filter.contains(dn));
+        self.filter = filter;
     }
 
     /// The configured DNs.
@@ -492,7 +525,9 @@ mod tests {
     }
 
     fn call(kind: TEventKind, dn: &str, other: &str, connid: &str, call_type: CallType, time_ms: u64, release: Option<Release>) -> Output {
-        Output::Call(CallEvent { kind, dn: dn.into(), connid: connid.into(), call_type, other_dn: other.into(), time_ms, release })
+        // the samples' caller is 5001
+        let party = if dn == "5001" { Party::Caller } else { Party::Callee };
+        Output::Call(CallEvent { kind, dn: dn.into(), connid: connid.into(), call_type, other_dn: other.into(), time_ms, release, party })
     }
 
     #[test]
