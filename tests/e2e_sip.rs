@@ -28,6 +28,7 @@ struct Ports {
 
 const FUNCTIONAL: Ports = Ports { sip: 5370, evapi: 8748, rpc: 8749, uac: 5391, uas: 5392 };
 const LOAD: Ports = Ports { sip: 5470, evapi: 8848, rpc: 8849, uac: 5493, uas: 5494 };
+const FAILOVER: Ports = Ports { sip: 5570, evapi: 8948, rpc: 8949, uac: 5593, uas: 5594 };
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
@@ -246,6 +247,75 @@ fn count(stats: &std::collections::HashMap<String, String>, name: &str) -> u64 {
     stats.get(name).and_then(|v| v.trim().parse().ok()).unwrap_or_else(|| panic!("no {name} in SIPp's statistics"))
 }
 
+/// Configure a Kamailio server with 100 callers (7001-7100) and 100 callees (8001-8100),
+/// wait until a monitor watches all of them, and register the callees.
+fn load_site(w: &World, ports: Ports, http: &str) -> Vec<String> {
+    let mut site = format!(
+        "{{\"op\":\"create_tserver\",\"id\":1,\"name\":\"K1\",\"host\":\"127.0.0.1\",\"port\":{},\"kind\":\"kamailio\"}}\n",
+        ports.evapi
+    );
+    let (callers, callees): (Vec<String>, Vec<String>) = (1..=100).map(|i| ((7000 + i).to_string(), (8000 + i).to_string())).unzip();
+    for (i, dn) in callers.iter().chain(&callees).enumerate() {
+        site.push_str(&format!("{{\"op\":\"create_dn\",\"tserver\":1,\"dbid\":{},\"number\":\"{dn}\"}}\n", i + 1));
+    }
+    let file = w.file("site.jsonl", &site);
+    w.ok(&["config", "import", file.to_str().unwrap()]);
+    wait_for("200 DNs watched", Duration::from_secs(60), || {
+        let rows = get(http, "/v1/tservers/1/dns")?;
+        let up = rows.as_array().map(|a| a.iter().filter(|r| r["link"] == "up" && r["call_state"] == "idle").count()).unwrap_or(0);
+        (up == 200).then_some(()).ok_or(format!("{up} of 200"))
+    });
+    let dir = w.path("kamailio");
+    succeeds(sipp(&dir, ports, "register.xml", Some("load_callees.csv"), true, &["-m", "100", "-r", "100", "-timeout", "20s"]), "register");
+    wait_for("100 callees ready", Duration::from_secs(30), || {
+        let rows = get(http, "/v1/tservers/1/dns")?;
+        let ready = rows.as_array().map(|a| a.iter().filter(|r| r["agent_state"] == "ready").count()).unwrap_or(0);
+        (ready == 100).then_some(()).ok_or(format!("{ready} of 100"))
+    });
+    callers
+}
+
+/// SIPp's load: 50 calls/s, 3,000 calls, each answered after 200 ms ringing and released
+/// by the caller after 500 ms. `meanwhile` runs while it goes on. (completed, failed).
+fn load(w: &World, ports: Ports, meanwhile: impl FnOnce()) -> (u64, u64) {
+    let dir = w.path("kamailio");
+    let mut uas = sipp(&dir, ports, "uas_load.xml", None, false, &["-timeout", "200s"]);
+    let stats = dir.join("uac.stat.csv");
+    let uac = sipp(
+        &dir,
+        ports,
+        "uac_load.xml",
+        Some("load_pairs.csv"),
+        true,
+        &["-r", "50", "-m", "3000", "-l", "1000", "-timeout", "150s", "-trace_stat", "-stf", stats.to_str().unwrap(), "-fd", "5"],
+    );
+    meanwhile();
+    let out = uac.wait_with_output().expect("the UAC ran");
+    let _ = uas.kill();
+    let _ = uas.wait();
+    let stats = sipp_stats(&stats);
+    let (completed, failed) = (count(&stats, "SuccessfulCall(C)"), count(&stats, "FailedCall(C)"));
+    assert!(completed >= 2_900, "SIPp completed only {completed} calls ({failed} failed): {}", String::from_utf8_lossy(&out.stderr));
+    (completed, failed)
+}
+
+/// Every call at the callers' DNs once every one has ended (`at_least` of them).
+fn ended_calls(http: &str, callers: &[String], at_least: u64) -> Vec<Value> {
+    wait_for("every call in the history, ended", Duration::from_secs(120), || {
+        let mut rows = Vec::new();
+        for dn in callers {
+            let page = get(http, &format!("/v1/tservers/1/dns/{dn}/calls?since=1h&limit=1000"))?;
+            rows.extend(page.as_array().cloned().unwrap_or_default());
+        }
+        let ended = rows.iter().filter(|r| !r["ended_ms"].is_null()).count() as u64;
+        if ended >= at_least && ended == rows.len() as u64 {
+            Ok(rows)
+        } else {
+            Err(format!("{ended} ended of {} rows, {at_least} expected at least", rows.len()))
+        }
+    })
+}
+
 /// SIPp at 50 calls/s for 60 s through Kamailio (100 callers calling 100 registered
 /// callees in turn): every call SIPp completed is in the call history exactly once, ended.
 #[test]
@@ -255,64 +325,68 @@ fn kamailio_load_reaches_call_history_exactly_once() {
     let http = format!("127.0.0.1:{}", free_port());
     let up = w.spawn("up", &["up", "--listen", &http]);
     let _logs = LogsOnPanic(vec![up.log.clone(), w.path("kamailio/kamailio.log")]);
-    let mut site = format!(
-        "{{\"op\":\"create_tserver\",\"id\":1,\"name\":\"K1\",\"host\":\"127.0.0.1\",\"port\":{},\"kind\":\"kamailio\"}}\n",
-        LOAD.evapi
-    );
-    let (callers, callees): (Vec<String>, Vec<String>) = (1..=100).map(|i| ((7000 + i).to_string(), (8000 + i).to_string())).unzip();
-    for (i, dn) in callers.iter().chain(&callees).enumerate() {
-        site.push_str(&format!("{{\"op\":\"create_dn\",\"tserver\":1,\"dbid\":{},\"number\":\"{dn}\"}}\n", i + 1));
-    }
-    let file = w.file("site.jsonl", &site);
-    w.ok(&["config", "import", file.to_str().unwrap()]);
-    wait_for("200 DNs watched", Duration::from_secs(60), || {
-        let rows = get(&http, "/v1/tservers/1/dns")?;
-        let up = rows.as_array().map(|a| a.iter().filter(|r| r["link"] == "up" && r["call_state"] == "idle").count()).unwrap_or(0);
-        (up == 200).then_some(()).ok_or(format!("{up} of 200"))
-    });
-    let dir = w.path("kamailio");
-    succeeds(sipp(&dir, LOAD, "register.xml", Some("load_callees.csv"), true, &["-m", "100", "-r", "100", "-timeout", "20s"]), "register");
-    wait_for("100 callees ready", Duration::from_secs(30), || {
-        let rows = get(&http, "/v1/tservers/1/dns")?;
-        let ready = rows.as_array().map(|a| a.iter().filter(|r| r["agent_state"] == "ready").count()).unwrap_or(0);
-        (ready == 100).then_some(()).ok_or(format!("{ready} of 100"))
-    });
-
-    let mut uas = sipp(&dir, LOAD, "uas_load.xml", None, false, &["-timeout", "200s"]);
-    let stats = dir.join("uac.stat.csv");
-    let uac = sipp(
-        &dir,
-        LOAD,
-        "uac_load.xml",
-        Some("load_pairs.csv"),
-        true,
-        &["-r", "50", "-m", "3000", "-l", "1000", "-timeout", "150s", "-trace_stat", "-stf", stats.to_str().unwrap(), "-fd", "5"],
-    );
-    let out = uac.wait_with_output().expect("the UAC ran");
-    let _ = uas.kill();
-    let _ = uas.wait();
-    let stats = sipp_stats(&stats);
-    let (successful, failed) = (count(&stats, "SuccessfulCall(C)"), count(&stats, "FailedCall(C)"));
-    assert!(successful >= 2_900, "SIPp completed only {successful} calls ({failed} failed): {}", String::from_utf8_lossy(&out.stderr));
-
-    // Every call SIPp made starts at one of the callers: their rows, until all are there.
-    let rows = wait_for("every call in the history, ended", Duration::from_secs(120), || {
-        let mut rows = Vec::new();
-        for dn in &callers {
-            let page = get(&http, &format!("/v1/tservers/1/dns/{dn}/calls?since=1h&limit=1000"))?;
-            rows.extend(page.as_array().cloned().unwrap_or_default());
-        }
-        let ended = rows.iter().filter(|r| !r["ended_ms"].is_null()).count() as u64;
-        if ended >= successful + failed && ended == rows.len() as u64 {
-            Ok(rows)
-        } else {
-            Err(format!("{ended} ended of {} rows; SIPp: {successful} completed, {failed} failed", rows.len()))
-        }
-    });
+    let callers = load_site(&w, LOAD, &http);
+    let (completed, failed) = load(&w, LOAD, || {});
+    let rows = ended_calls(&http, &callers, completed + failed);
     let connids: std::collections::BTreeSet<&str> = rows.iter().map(|r| r["connid"].as_str().unwrap()).collect();
     assert_eq!(connids.len(), rows.len(), "a call appears twice at its caller");
     let answered = rows.iter().filter(|r| r["outcome"] == "answered" && r["released_by"] == r["dn"]).count() as u64;
-    assert_eq!((answered, rows.len() as u64), (successful, successful + failed), "answered and released by the caller: every completed call");
+    assert_eq!((answered, rows.len() as u64), (completed, completed + failed), "answered and released by the caller: every completed call");
     drop(up);
+    drop(kamailio);
+}
+
+/// The monitor watching Kamailio is killed with SIGKILL during the load: the other one
+/// takes the server over, reads the calls the log still has open, and its resync ends those
+/// Kamailio no longer has: afterwards no call is left in progress and every DN is idle.
+#[test]
+fn a_monitor_killed_during_the_load_leaves_no_call_in_progress() {
+    let w = World::start();
+    let kamailio = Kamailio::start(w.path("kamailio"), FAILOVER);
+    let http = format!("127.0.0.1:{}", free_port());
+    let mut procs = vec![
+        w.spawn("dispatcher", &["dispatcher", "--id", "d1", "--monitor-heartbeat", "1s"]),
+        w.spawn("projections", &["projections", "run"]),
+        w.spawn("serve", &["serve", "--listen", &http]),
+    ];
+    let mut monitors = vec![
+        w.spawn("m1", &["monitor", "--id", "m1", "--heartbeat", "1s"]),
+        w.spawn("m2", &["monitor", "--id", "m2", "--heartbeat", "1s"]),
+    ];
+    let mut logs: Vec<PathBuf> = procs.iter().chain(&monitors).map(|p| p.log.clone()).collect();
+    logs.push(w.path("kamailio/kamailio.log"));
+    let _logs = LogsOnPanic(logs);
+    let callers = load_site(&w, FAILOVER, &http);
+    let holder = |w: &World| -> Result<String, String> {
+        let s = w.json(&["status", "--json", "--monitor-heartbeat", "1s"])?;
+        let monitors = s["monitors"].as_array().cloned().unwrap_or_default();
+        monitors
+            .iter()
+            .find(|m| m["live"] == true && m["tservers"].as_array().is_some_and(|t| t.contains(&Value::from(1))))
+            .map(|m| m["id"].as_str().unwrap().to_string())
+            .ok_or(format!("no live monitor holds the server: {s}"))
+    };
+    let first = wait_for("the server's monitor", Duration::from_secs(20), || holder(&w));
+    let (completed, _) = load(&w, FAILOVER, || {
+        // In the middle of the load: about 35 calls are up at any moment.
+        std::thread::sleep(Duration::from_secs(20));
+        let victim = monitors.iter_mut().find(|m| m.name == first).unwrap();
+        victim.kill();
+    });
+    let second = wait_for("another monitor holding the server", Duration::from_secs(60), || match holder(&w)? {
+        id if id != first => Ok(id),
+        id => Err(format!("still {id}")),
+    });
+    // Calls that started and ended while no monitor was connected are not in the history
+    // (evapi keeps no backlog): at most every completed call is there, all ended.
+    let rows = ended_calls(&http, &callers, completed / 2);
+    assert!(rows.len() as u64 <= completed, "{} calls in the history, SIPp completed {completed}", rows.len());
+    let closed_by_resync = rows.iter().filter(|r| r["released_by"] == "server").count();
+    assert!(closed_by_resync > 0, "the calls up when {first} died were closed by {second}'s resync");
+    let states = get(&http, "/v1/tservers/1/dns").unwrap();
+    let busy: Vec<&Value> = states.as_array().unwrap().iter().filter(|r| r["call_state"] != "idle" || r["link"] != "up").collect();
+    assert!(busy.is_empty(), "DNs not idle after the load: {busy:?}");
+    procs.clear();
+    monitors.clear();
     drop(kamailio);
 }

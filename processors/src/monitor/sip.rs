@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use netwatch_eventlog::{Destination, Emitter, Log, Topic};
+use netwatch_eventlog::{read_range, Destination, Emitter, Log, LogError, Topic};
 use netwatch_producers::sip::event::Decoded;
 use netwatch_producers::sip::model::{Model, Output, View};
 use netwatch_producers::sip::resync;
@@ -17,7 +17,7 @@ use netwatch_producers::sip::rpc::{read_evapi, EvapiConfig, EvapiEnd, RpcClient}
 use netwatch_producers::sip::SipError;
 use netwatch_schemas::calls::{Agent, AgentEventKind, CallBody, CallEvent, DnAddress, LinkConnected, LinkDisconnected, Telephony};
 use netwatch_schemas::config::TServer;
-use netwatch_schemas::{encode, now_ms};
+use netwatch_schemas::{decode, encode, now_ms};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
@@ -26,6 +26,11 @@ use super::link::{LinkSettings, LinkStats};
 
 /// How long Kamailio has to greet a new evapi client and to answer one JSON-RPC call.
 const ANSWER_WITHIN: Duration = Duration::from_secs(5);
+/// Records of the server's `calls` partition read back at first when taking it over
+/// (more, four times each, until its last connect is found).
+const SEED_BACK: i64 = 20_000;
+/// Give up looking for the last connect past this many records (then start empty).
+const SEED_MAX: i64 = 5_000_000;
 /// Reconnect backoff.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const LAST_RETRY: Duration = Duration::from_secs(10);
@@ -74,6 +79,7 @@ pub fn bodies(output: &Output) -> Vec<(i64, CallBody)> {
 
 /// The runner of one Kamailio.
 pub(super) struct SipRunner {
+    log: Log,
     monitor: String,
     tserver: i32,
     endpoint: String,
@@ -99,6 +105,7 @@ impl SipRunner {
         };
         let emitter = Emitter::new(log.producer.clone(), to, settings.max_in_flight);
         SipRunner {
+            log: log.clone(),
             monitor,
             tserver: tserver.id,
             endpoint: tserver.endpoint(),
@@ -123,6 +130,14 @@ impl SipRunner {
                 None
             }
         };
+        match self.seed().await {
+            Ok((calls, registered)) => {
+                info!(tserver = self.tserver, calls, registered, "Took over the Kamailio server's calls in progress and registrations from the log.")
+            }
+            Err(e) => {
+                warn!(tserver = self.tserver, error = %e, "Could not read the server's calls from the log; calls that ended while no monitor watched stay open.")
+            }
+        }
         let mut retry = FIRST_RETRY;
         let mut failures = 0u32;
         while let Some(rpc) = rpc.as_ref() {
@@ -154,6 +169,48 @@ impl SipRunner {
             retry = (retry * 2).min(LAST_RETRY);
         }
         self.finish().await
+    }
+
+    /// Put the calls in progress and the registrations the log has for this server into
+    /// the model (see [`Model::seed`]): a monitor taking over from one that died knows what
+    /// the log still shows open, and its first resync ends what Kamailio no longer has.
+    /// Reads the server's `calls` partition back to the last LinkConnected of the server.
+    async fn seed(&mut self) -> Result<(usize, usize), LogError> {
+        let topic = self.log.topic(Topic::Calls);
+        let partition = self.log.topics.tserver_partition(self.tserver);
+        let mut back = SEED_BACK;
+        let events = loop {
+            let (kafka, topic) = (self.log.kafka.clone(), topic.clone());
+            let (records, whole) = tokio::task::spawn_blocking(move || {
+                let whole = std::cell::Cell::new(false);
+                let records = read_range(&kafka, &topic, Some(&[partition]), |_, low, high| {
+                    whole.set(high - back <= low);
+                    high - back
+                })?;
+                Ok::<_, LogError>((records, whole.get()))
+            })
+            .await
+            .map_err(|e| LogError::Task(e.to_string()))??;
+            let key = self.tserver.to_string();
+            let events: Vec<CallEvent> = records
+                .iter()
+                .filter(|r| r.key_str() == key)
+                .filter_map(|r| r.value.as_deref().and_then(|v| decode::<CallEvent>(v).ok()))
+                .filter(|e| e.tserver == self.tserver)
+                .collect();
+            match events.iter().rposition(|e| matches!(e.body, CallBody::LinkConnected(_))) {
+                Some(last) => break events[last..].to_vec(),
+                None if whole => break events,
+                None if back >= SEED_MAX => {
+                    return Err(LogError::Task(format!("no connect of the server in the last {back} records of its partition")))
+                }
+                None => back *= 4,
+            }
+        };
+        for event in &events {
+            self.model.seed(&event.body);
+        }
+        Ok((self.model.view().calls.len(), self.model.view().registered.len()))
     }
 
     /// One evapi connection: connect, greet, resynchronise, then follow events until it
@@ -256,9 +313,9 @@ impl SipRunner {
     }
 
     /// Read calls in progress and registrations, and append what brings the log to them:
-    /// the end of every call Kamailio no longer has (cause `lost`), registrations lost,
-    /// the DNs this connection announces, then the whole state of every call in progress
-    /// and every registration. Projections forget a DN's calls when its link goes down,
+    /// the DNs this connection announces, the end of every call Kamailio no longer has
+    /// (cause `lost`) and of registrations lost, then the whole state of every call in
+    /// progress and every registration. Projections forget a DN's calls when its link goes down,
     /// so the state is appended again in full; a call history takes a repeated Dialing or
     /// Established as the same call.
     async fn resync(&mut self, rpc: &RpcClient) -> Result<(), SipError> {
@@ -271,6 +328,12 @@ impl SipRunner {
         for dn in self.announced.difference(&filter).cloned().collect::<Vec<_>>() {
             self.emit(now as i64, None, CallBody::DnUnregistered(DnAddress { dn }));
         }
+        // This monitor speaks for the DNs first: projections take a DN's call events only
+        // from the monitor that registered it last (after a takeover, the dead one).
+        for dn in &filter {
+            self.emit(now as i64, None, CallBody::DnRegistered(DnAddress { dn: dn.clone() }));
+        }
+        self.announced = filter;
         let ends = changes.iter().filter(|o| match o {
             Output::Call(c) => c.release.is_some(),
             Output::OutOfService { .. } => true,
@@ -281,10 +344,6 @@ impl SipRunner {
                 self.emit(time, None, body);
             }
         }
-        for dn in &filter {
-            self.emit(now as i64, None, CallBody::DnRegistered(DnAddress { dn: dn.clone() }));
-        }
-        self.announced = filter;
         for output in &full {
             for (time, body) in bodies(output) {
                 self.emit(time, None, body);

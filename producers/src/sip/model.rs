@@ -21,10 +21,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 
-use netwatch_schemas::calls::{CallType, TEventKind};
+use netwatch_schemas::calls::{AgentEventKind, CallBody, CallType, TEventKind};
 
 use super::event::{self, Body, Event, Hello, Party};
 use super::resync::{self, Dialog, UlDump};
+
+/// The contact of a registration known from the log only (see [`Model::seed`]).
+const SEEDED_CONTACT: &str = "(from the log)";
 
 /// Calls remembered after their end so late events of them are ignored.
 const ENDED_MEMORY: usize = 16 * 1024;
@@ -128,7 +131,7 @@ pub enum Output {
 }
 
 /// How far a call got.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Phase {
     Dialing,
     Ringing,
@@ -244,6 +247,70 @@ impl Model {
             ended: HashSet::new(),
             ended_order: VecDeque::new(),
             stats: Stats::default(),
+        }
+    }
+
+    /// Folds an event a monitor appended earlier for this server into the view, so that a
+    /// monitor taking the server over knows the calls in progress and the registrations
+    /// the log has, and its first resync ends those Kamailio no longer has. Fold the events
+    /// from the last LinkConnected of the server on: the resync after a connect appends
+    /// the whole state.
+    pub fn seed(&mut self, body: &CallBody) {
+        match body {
+            CallBody::Telephony(t) => {
+                let Some((call_id, from_tag)) = t.connid.split_once(';') else { return };
+                if matches!(t.kind, TEventKind::Released | TEventKind::Abandoned) {
+                    self.view.calls.remove(&t.connid);
+                    return;
+                }
+                let other = t.other_dn.clone().unwrap_or_default();
+                let call = self.view.calls.entry(t.connid.clone()).or_insert_with(|| {
+                    // A call starts with Dialing at its caller when the caller is configured;
+                    // otherwise (Inbound) the first event is at the callee.
+                    let (caller, callee) = if t.kind == TEventKind::Dialing || t.call_type == CallType::Outbound {
+                        (t.dn.clone(), other.clone())
+                    } else {
+                        (other.clone(), t.dn.clone())
+                    };
+                    CallView {
+                        call_id: call_id.to_string(),
+                        from_tag: from_tag.to_string(),
+                        caller,
+                        callee,
+                        phase: Phase::Dialing,
+                        callee_alerted: false,
+                        held_by_caller: false,
+                        held_by_callee: false,
+                    }
+                });
+                let at_callee = t.dn == call.callee;
+                match t.kind {
+                    TEventKind::Ringing => {
+                        call.phase = call.phase.max(Phase::Ringing);
+                        call.callee_alerted = true;
+                    }
+                    TEventKind::Established => {
+                        call.phase = Phase::Established;
+                        call.callee_alerted |= at_callee;
+                    }
+                    TEventKind::Held | TEventKind::Retrieved => {
+                        let held = if at_callee { &mut call.held_by_callee } else { &mut call.held_by_caller };
+                        *held = t.kind == TEventKind::Held;
+                    }
+                    _ => {}
+                }
+            }
+            CallBody::Agent(a) if self.filter.contains(&a.dn) => match a.kind {
+                AgentEventKind::Ready => {
+                    // The contacts are not in the log; the resync takes Kamailio's.
+                    self.view.registered.entry(a.dn.clone()).or_default().insert(SEEDED_CONTACT.to_string());
+                }
+                AgentEventKind::Logout => {
+                    self.view.registered.remove(&a.dn);
+                }
+                _ => {}
+            },
+            _ => {}
         }
     }
 
@@ -754,5 +821,56 @@ mod tests {
         // not configured: nothing
         let mut model = Model::new(filter(&["5001"]));
         assert_eq!(run(&mut model, &REGISTRATIONS), vec![]);
+    }
+
+    fn seeded(kind: TEventKind, dn: &str, other: &str, connid: &str) -> CallBody {
+        CallBody::Telephony(netwatch_schemas::calls::Telephony {
+            kind,
+            dn: dn.into(),
+            connid: connid.into(),
+            call_type: CallType::Internal,
+            other_dn: Some(other.into()),
+            third_party_dn: None,
+            previous_connid: None,
+            cause: None,
+            released_by: None,
+        })
+    }
+
+    #[test]
+    fn a_model_seeded_from_the_log_ends_what_kamailio_no_longer_has() {
+        use TEventKind::*;
+        let mut model = Model::new(filter(&["5001", "5002"]));
+        // what a monitor that died had appended: one call held and open, one ended, 5002 ready
+        for body in [
+            seeded(Dialing, "5001", "5002", "a@h;t1"),
+            seeded(Ringing, "5002", "5001", "a@h;t1"),
+            seeded(Established, "5001", "5002", "a@h;t1"),
+            seeded(Established, "5002", "5001", "a@h;t1"),
+            seeded(Held, "5001", "5002", "a@h;t1"),
+            seeded(Dialing, "5001", "5002", "b@h;t2"),
+            seeded(Released, "5001", "5002", "b@h;t2"),
+            CallBody::Agent(netwatch_schemas::calls::Agent {
+                kind: AgentEventKind::Ready,
+                dn: "5002".into(),
+                agent_id: "5002".into(),
+                reason: None,
+            }),
+        ] {
+            model.seed(&body);
+        }
+        let open = &model.view().calls["a@h;t1"];
+        assert_eq!(
+            (open.caller.as_str(), open.callee.as_str(), open.phase, open.callee_alerted, open.held_by_caller, open.held_by_callee),
+            ("5001", "5002", Phase::Established, true, true, false)
+        );
+        assert_eq!(model.view().calls.len(), 1);
+        // Kamailio has neither the call nor the registration any more
+        let ul: UlDump = serde_json::from_value(serde_json::from_str::<serde_json::Value>(resync::samples::UL_DUMP_EMPTY).unwrap()["result"].clone()).unwrap();
+        let mut out = Vec::new();
+        model.resync(&[], &ul, 9, &mut out);
+        let lost = Some(Release { outcome: Outcome::Lost, by: ReleasedBy::Server });
+        let released = |dn: &str, other: &str| call(Released, dn, other, "a@h;t1", CallType::Internal, 9, lost);
+        assert_eq!(out, vec![released("5001", "5002"), released("5002", "5001"), Output::OutOfService { dn: "5002".into(), time_ms: 9 }]);
     }
 }
