@@ -49,6 +49,10 @@ measure registration_table "$bin" bench registration --tservers "$tservers" --dn
 live_seconds=${BENCH_LIVE_SECONDS:-20}
 measure live_table "$bin" bench live --rates 1000,5000 --seconds "$live_seconds" --clients 200
 
+sip_rate=${BENCH_SIP_RATE:-300}
+sip_calls=${BENCH_SIP_CALLS:-6000}
+measure sip_table "$bin" bench sip --rate "$sip_rate" --calls "$sip_calls" --runs 2 --repo "$top"
+
 # The first `make run` takes a fresh machine (about 20 minutes): infra/first-run.sh measures
 # it apart and keeps its results; the table shows the latest.
 first_runs=$top/docs/benchmarks.first-run.md
@@ -180,6 +184,21 @@ $live_table
   100 ms for a DN's row (three times in four) or the T-Server's list of 100 DN rows, while
   the stream runs at the highest rate; the time from sending a request to the last byte of
   its answer.
+
+## Kamailio
+
+Command: \`make bench\`, which runs \`netwatch bench sip --rate $sip_rate --calls $sip_calls --runs 2\`
+against its own broker and a Kamailio of its own (\`infra/kamailio.sh\`).
+
+$sip_table
+
+- A real Kamailio 5.6 (docs/sip.md) watched by \`netwatch dispatcher\` and \`netwatch monitor\`
+  as processes; 100 callee users registered by SIPp, then SIPp places $sip_calls calls at
+  $sip_rate calls/s between 100 caller and the 100 callee users (ring 200 ms, talk 500 ms,
+  the caller hangs up: six call events each).
+- *raw*: the calls SIPp completed per second of its run, through Kamailio: the ceiling.
+- *captured*: the same calls per second from SIPp's start until the last of their
+  releases (Released at the caller) was appended to \`calls\`.
 DOC
   cat <<DOC
 

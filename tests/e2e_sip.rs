@@ -390,3 +390,14 @@ fn a_monitor_killed_during_the_load_leaves_no_call_in_progress() {
     monitors.clear();
     drop(kamailio);
 }
+
+/// `netwatch bench sip` at a tiny size: its own Kamailio, SIPp, dispatcher and monitor
+/// (the figures belong to `make bench`, never asserted here).
+#[test]
+fn bench_sip_runs_at_a_tiny_size_and_prints_its_table() {
+    let w = World::start();
+    let out = w.run(&["bench", "sip", "--rate", "20", "--calls", "20", "--runs", "1", "--repo", repo().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("| raw: SIPp through Kamailio, 20 calls/s offered") && table.contains("| Kamailio: calls/s captured") && table.contains("| 20 |"), "{table}");
+}

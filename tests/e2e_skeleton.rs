@@ -467,4 +467,14 @@ fn bench_runs_at_tiny_sizes_and_prints_its_tables() {
     let out = w.run(&["bench", "codec", "--dir", w.path("no-criterion").to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("run the criterion benches first"), "{}", String::from_utf8_lossy(&out.stderr));
+    // Dispatcher and monitor processes, 2 simulated T-Servers of 3 DNs.
+    let out = w.run(&["bench", "registration", "--tservers", "2", "--dns", "3", "--runs", "1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("| 2 T-Servers × 3 DNs configured → all 6 registered") && table.contains("with 6 DNs registered"), "{table}");
+    // `netwatch up` fed at 200 events/s for a second, 2 HTTP clients.
+    let out = w.run(&["bench", "live", "--rates", "200", "--seconds", "1", "--clients", "2", "--dns", "5"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("200 events/s") && table.contains("2 clients"), "{table}");
 }

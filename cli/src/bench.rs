@@ -39,6 +39,9 @@ pub enum BenchCmd {
     /// `netwatch up` fed by a simulated T-Server streaming at given rates: end-to-end
     /// latency to the HTTP API, then HTTP latency under many concurrent clients.
     Live(crate::bench_live::LiveArgs),
+    /// A real Kamailio watched by a dispatcher and a monitor, SIPp placing calls: calls/s
+    /// completed through Kamailio against calls/s whose release reached `calls`.
+    Sip(crate::bench_sip::SipArgs),
     /// The table of the criterion benches (`cargo bench -p netwatch-schemas --bench codec`)
     /// from their results under `--dir`.
     Codec(CodecArgs),
@@ -106,6 +109,7 @@ pub async fn run(ctx: &Ctx, cmd: BenchCmd) -> Result<(), CliError> {
         BenchCmd::Codec(args) => codec(&args.dir),
         BenchCmd::Registration(args) => crate::bench_live::registration(ctx, args).await,
         BenchCmd::Live(args) => crate::bench_live::live(ctx, args).await,
+        BenchCmd::Sip(args) => crate::bench_sip::sip(ctx, args).await,
     }
 }
 

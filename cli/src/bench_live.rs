@@ -56,12 +56,12 @@ pub struct LiveArgs {
 }
 
 /// A role of this binary running as its own process, killed when dropped.
-struct Role {
+pub(crate) struct Role {
     child: std::sync::Mutex<Child>,
 }
 
 impl Role {
-    fn spawn(ctx: &Ctx, prefix: &str, store: &str, args: &[&str], log: &Path) -> Result<Role, CliError> {
+    pub(crate) fn spawn(ctx: &Ctx, prefix: &str, store: &str, args: &[&str], log: &Path) -> Result<Role, CliError> {
         let err = std::fs::File::create(log)?;
         let mut command = Command::new(std::env::current_exe()?);
         for (k, v) in &ctx.kafka.extra {
@@ -93,7 +93,7 @@ impl Role {
     }
 
     /// Still running? An exit here is the benchmark's failure.
-    fn check(&self, name: &str, log: &Path) -> Result<(), CliError> {
+    pub(crate) fn check(&self, name: &str, log: &Path) -> Result<(), CliError> {
         let exited = self.child.lock().map_err(|_| CliError::Failed(anyhow::anyhow!("{name}: lock poisoned")))?.try_wait()?;
         match exited {
             None => Ok(()),
@@ -107,7 +107,7 @@ impl Role {
 }
 
 /// Fresh topics under their own prefix.
-async fn fresh_topics(ctx: &Ctx) -> Result<Log, CliError> {
+pub(crate) async fn fresh_topics(ctx: &Ctx) -> Result<Log, CliError> {
     wait_until_ready(&ctx.kafka, Duration::from_secs(30)).await?;
     let topics = Topics { prefix: format!("bench-{}.", &uuid::Uuid::new_v4().simple().to_string()[..8]), ..ctx.topics.clone() };
     create_topics(&ctx.kafka, &topics).await?;
@@ -125,7 +125,7 @@ async fn simulator(name: String, mode: SimMode, shutdown: &watch::Receiver<bool>
 }
 
 /// Poll `ready` every 50 ms until it holds, failing after `within`.
-async fn wait_for<F, Fut>(what: &str, within: Duration, mut ready: F) -> Result<(), CliError>
+pub(crate) async fn wait_for<F, Fut>(what: &str, within: Duration, mut ready: F) -> Result<(), CliError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<bool, CliError>>,

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_live;
+mod bench_sip;
 mod cat;
 mod config;
 mod config_snapshot;
