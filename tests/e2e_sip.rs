@@ -114,6 +114,9 @@ fn get(http: &str, path: &str) -> Result<Value, String> {
     }
 }
 
+/// Call type, parties, outcome, released by, ring, talk and hold seconds.
+type CallSummary = (String, Vec<String>, String, String, i64, i64, i64);
+
 fn seconds(ms: &Value) -> i64 {
     (ms.as_i64().expect("a duration in ms") + 500) / 1000
 }
@@ -176,7 +179,7 @@ fn kamailio_calls_reach_call_history_and_dn_state() {
             get(&http, &format!("/v1/tservers/1/calls/{connid}")).unwrap()
         })
         .collect();
-    let summary: Vec<(String, Vec<String>, String, String, i64, i64, i64)> = records
+    let summary: Vec<CallSummary> = records
         .iter()
         .map(|c| {
             (
@@ -191,7 +194,9 @@ fn kamailio_calls_reach_call_history_and_dn_state() {
         })
         .collect();
     let parties = vec!["5001".to_string(), "5002".to_string()];
-    let row = |outcome: &str, by: &str, ring, talk, hold| ("Internal".to_string(), parties.clone(), outcome.to_string(), by.to_string(), ring, talk, hold);
+    let row = |outcome: &str, by: &str, ring, talk, hold| {
+        ("Internal".to_string(), parties.clone(), outcome.to_string(), by.to_string(), ring, talk, hold)
+    };
     assert_eq!(
         summary,
         vec![
@@ -209,7 +214,12 @@ fn kamailio_calls_reach_call_history_and_dn_state() {
     let legs: Vec<Vec<(String, String)>> = records
         .iter()
         .map(|c| {
-            c["legs"].as_array().unwrap().iter().map(|l| (l["dn"].as_str().unwrap().to_string(), l["outcome"].as_str().unwrap().to_string())).collect()
+            c["legs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| (l["dn"].as_str().unwrap().to_string(), l["outcome"].as_str().unwrap().to_string()))
+                .collect()
         })
         .collect();
     let leg = |dn: &str, outcome: &str| (dn.to_string(), outcome.to_string());
@@ -227,7 +237,11 @@ fn kamailio_calls_reach_call_history_and_dn_state() {
     // (SIPp's UAC) never registered.
     for (dn, agent) in [("5001", Value::Null), ("5002", Value::from("ready"))] {
         let row = get(&http, &format!("/v1/tservers/1/dns/{dn}")).unwrap();
-        assert_eq!((&row["call_state"], &row["link"], &row["agent_state"]), (&Value::from("idle"), &Value::from("up"), &agent), "{dn}: {row}");
+        assert_eq!(
+            (&row["call_state"], &row["link"], &row["agent_state"]),
+            (&Value::from("idle"), &Value::from("up"), &agent),
+            "{dn}: {row}"
+        );
         assert_eq!(row["calls"], Value::Array(vec![]), "{dn}: {row}");
     }
     drop(up);
@@ -239,7 +253,7 @@ fn sipp_stats(path: &Path) -> std::collections::HashMap<String, String> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
     let header: Vec<&str> = lines.next().expect("a header row").split(';').collect();
-    let last: Vec<&str> = lines.last().expect("a statistics row").split(';').collect();
+    let last: Vec<&str> = lines.next_back().expect("a statistics row").split(';').collect();
     header.iter().zip(last).map(|(h, v)| (h.to_string(), v.to_string())).collect()
 }
 
@@ -399,5 +413,10 @@ fn bench_sip_runs_at_a_tiny_size_and_prints_its_table() {
     let out = w.run(&["bench", "sip", "--rate", "20", "--calls", "20", "--runs", "1", "--repo", repo().to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(table.contains("| raw: SIPp through Kamailio, 20 calls/s offered") && table.contains("| Kamailio: calls/s captured") && table.contains("| 20 |"), "{table}");
+    assert!(
+        table.contains("| raw: SIPp through Kamailio, 20 calls/s offered")
+            && table.contains("| Kamailio: calls/s captured")
+            && table.contains("| 20 |"),
+        "{table}"
+    );
 }

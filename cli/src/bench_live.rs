@@ -363,8 +363,7 @@ pub async fn live(ctx: &Ctx, args: LiveArgs) -> Result<(), CliError> {
 /// Configure T-Server `id` at `port` with `dns` (what `netwatch config` would append).
 async fn configure(log: &Log, id: i32, port: u16, dns: &[String]) -> Result<(), CliError> {
     let mut state = current_state(log).await?;
-    let mut changes =
-        vec![ConfigChange::TServerCreated(TServer::cti(id, format!("LiveTServer{id}"), "127.0.0.1", i32::from(port)))];
+    let mut changes = vec![ConfigChange::TServerCreated(TServer::cti(id, format!("LiveTServer{id}"), "127.0.0.1", i32::from(port)))];
     for (i, number) in dns.iter().enumerate() {
         changes.push(ConfigChange::DnCreated(Dn {
             dbid: id * 100_000 + i as i32,

@@ -117,7 +117,7 @@ fn stat(path: &Path, name: &str) -> Result<u64, CliError> {
     let text = std::fs::read_to_string(path)?;
     let mut rows = text.lines().filter(|l| !l.trim().is_empty());
     let header: Vec<&str> = rows.next().unwrap_or_default().split(';').collect();
-    let last: Vec<&str> = rows.last().unwrap_or_default().split(';').collect();
+    let last: Vec<&str> = rows.next_back().unwrap_or_default().split(';').collect();
     header
         .iter()
         .position(|h| *h == name)
@@ -191,7 +191,21 @@ async fn sip_run(ctx: &Ctx, args: &SipArgs, dir: &Path) -> Result<(u64, f64, f64
         dir,
         "uac_load.xml",
         Some("load_pairs.csv"),
-        &["-r", &rate, "-m", &calls, "-l", "2000", "-timeout", "600s", "-trace_stat", "-stf", stats.to_str().unwrap_or_default(), "-fd", "60"],
+        &[
+            "-r",
+            &rate,
+            "-m",
+            &calls,
+            "-l",
+            "2000",
+            "-timeout",
+            "600s",
+            "-trace_stat",
+            "-stf",
+            stats.to_str().unwrap_or_default(),
+            "-fd",
+            "60",
+        ],
     )?;
     let mut uac = Box::pin(finished(uac, "uac_load.xml"));
     let (mut released, mut last_release, mut sipp_s) = (0u64, start, None);

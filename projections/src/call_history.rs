@@ -231,7 +231,8 @@ mod tests {
         ]);
         let legs: Vec<&str> = c.legs.iter().map(|l| l.outcome.as_str()).collect();
         assert_eq!((c.outcome.as_str(), legs, c.ring_ms), ("abandoned", vec!["abandoned", "abandoned"], 2_100));
-        let c = play(&[(0, t(Dialing, "5001", "5099", it, None)), (5, ended(t(Released, "5001", "5099", it, None), Some("failed"), "server"))]);
+        let c =
+            play(&[(0, t(Dialing, "5001", "5099", it, None)), (5, ended(t(Released, "5001", "5099", it, None), Some("failed"), "server"))]);
         assert_eq!((c.outcome.as_str(), c.released_by.as_deref()), ("failed", Some("server")));
         let rows = c.dn_calls();
         assert_eq!(rows[0].released_by.as_deref(), Some("server"));

@@ -5,8 +5,8 @@
 //! v3 `cause` and `released_by` to telephony events.
 
 use netwatch_schemas::calls::{CallBody, CallEvent, CallType, LinkDisconnected, TEventKind, Telephony};
-use netwatch_schemas::config::{ConfigChange, ConfigEvent, ServerKind, TServer};
 use netwatch_schemas::codec::encode_with;
+use netwatch_schemas::config::{ConfigChange, ConfigEvent, ServerKind, TServer};
 use netwatch_schemas::monitors::{Heartbeat, MonitorBody, MonitorEvent};
 use netwatch_schemas::registry::registry;
 use netwatch_schemas::{decode, SchemaKind};
@@ -199,7 +199,8 @@ fn config_v2_keeps_the_kind_and_the_rpc_url() {
     let current = registry().current(SchemaKind::Config);
     assert_eq!(current.version, 2);
     let mut event = golden_config_event();
-    let kamailio = TServer { kind: ServerKind::Kamailio, rpc: Some("http://10.0.0.7:8449/RPC".into()), ..TServer::cti(7, "K7", "10.0.0.7", 8448) };
+    let kamailio =
+        TServer { kind: ServerKind::Kamailio, rpc: Some("http://10.0.0.7:8449/RPC".into()), ..TServer::cti(7, "K7", "10.0.0.7", 8448) };
     event.change = ConfigChange::TServerUpdated(kamailio);
     let bytes = netwatch_schemas::encode(&event).unwrap();
     assert_eq!(bytes[2..10], current.fingerprint);

@@ -13,7 +13,14 @@ fn text() -> impl Strategy<Value = String> {
 }
 
 fn tserver() -> impl Strategy<Value = TServer> {
-    (any::<i32>(), text(), text(), any::<i32>(), prop::sample::select(vec![ServerKind::Cti, ServerKind::Kamailio]), proptest::option::of(text()))
+    (
+        any::<i32>(),
+        text(),
+        text(),
+        any::<i32>(),
+        prop::sample::select(vec![ServerKind::Cti, ServerKind::Kamailio]),
+        proptest::option::of(text()),
+    )
         .prop_map(|(id, name, host, port, kind, rpc)| TServer { id, name, host, port, kind, rpc })
 }
 
@@ -56,7 +63,17 @@ fn call_event() -> impl Strategy<Value = CallEvent> {
             (proptest::option::of(text()), proptest::option::of(text()), proptest::option::of(text()), proptest::option::of(text()))
         )
             .prop_map(|((kind, dn, connid, call_type, other_dn), (third_party_dn, previous_connid, cause, released_by))| {
-                CallBody::Telephony(Telephony { kind, dn, connid, call_type, other_dn, third_party_dn, previous_connid, cause, released_by })
+                CallBody::Telephony(Telephony {
+                    kind,
+                    dn,
+                    connid,
+                    call_type,
+                    other_dn,
+                    third_party_dn,
+                    previous_connid,
+                    cause,
+                    released_by,
+                })
             }),
         (agent_kinds, text(), text(), proptest::option::of(text())).prop_map(|(kind, dn, agent_id, reason)| CallBody::Agent(Agent {
             kind,

@@ -46,7 +46,8 @@ enum Wake {
     Stop,
     Dns,
     Settled,
-    Item(Option<Decoded>),
+    /// Boxed: an evapi event is large next to the other wake-ups.
+    Item(Option<Box<Decoded>>),
 }
 
 /// The calls and DN state a Netwatch event carries, from one model output.
@@ -69,10 +70,16 @@ pub fn bodies(output: &Output) -> Vec<(i64, CallBody)> {
         // A plain SIP server has no ACD: a phone that registers is ready, one that has no
         // registration left is logged out; the agent is the SIP user.
         Output::InService { dn, time_ms } => {
-            vec![(*time_ms as i64, CallBody::Agent(Agent { kind: AgentEventKind::Ready, dn: dn.clone(), agent_id: dn.clone(), reason: None }))]
+            vec![(
+                *time_ms as i64,
+                CallBody::Agent(Agent { kind: AgentEventKind::Ready, dn: dn.clone(), agent_id: dn.clone(), reason: None }),
+            )]
         }
         Output::OutOfService { dn, time_ms } => {
-            vec![(*time_ms as i64, CallBody::Agent(Agent { kind: AgentEventKind::Logout, dn: dn.clone(), agent_id: dn.clone(), reason: None }))]
+            vec![(
+                *time_ms as i64,
+                CallBody::Agent(Agent { kind: AgentEventKind::Logout, dn: dn.clone(), agent_id: dn.clone(), reason: None }),
+            )]
         }
     }
 }
@@ -121,7 +128,11 @@ impl SipRunner {
         }
     }
 
-    pub(super) async fn run(mut self, mut dns: watch::Receiver<BTreeSet<String>>, mut stop: watch::Receiver<bool>) -> Option<JoinHandle<()>> {
+    pub(super) async fn run(
+        mut self,
+        mut dns: watch::Receiver<BTreeSet<String>>,
+        mut stop: watch::Receiver<bool>,
+    ) -> Option<JoinHandle<()>> {
         self.model.set_filter(dns.borrow_and_update().clone());
         let rpc = match RpcClient::new(&self.rpc_url, ANSWER_WITHIN) {
             Ok(rpc) => Some(rpc),
@@ -132,7 +143,10 @@ impl SipRunner {
         };
         match self.seed().await {
             Ok((calls, registered)) => {
-                info!(tserver = self.tserver, calls, registered, "Took over the Kamailio server's calls in progress and registrations from the log.")
+                info!(
+                    tserver = self.tserver,
+                    calls, registered, "Took over the Kamailio server's calls in progress and registrations from the log."
+                )
             }
             Err(e) => {
                 warn!(tserver = self.tserver, error = %e, "Could not read the server's calls from the log; calls that ended while no monitor watched stay open.")
@@ -215,7 +229,12 @@ impl SipRunner {
 
     /// One evapi connection: connect, greet, resynchronise, then follow events until it
     /// is lost or the runner stops.
-    async fn connection(&mut self, rpc: &RpcClient, dns: &mut watch::Receiver<BTreeSet<String>>, stop: &mut watch::Receiver<bool>) -> Ended {
+    async fn connection(
+        &mut self,
+        rpc: &RpcClient,
+        dns: &mut watch::Receiver<BTreeSet<String>>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Ended {
         let (tx, mut rx) = mpsc::channel(1024);
         let (cut, cut_rx) = oneshot::channel::<()>();
         let config = EvapiConfig::new(self.endpoint.clone());
@@ -273,7 +292,7 @@ impl SipRunner {
                 _ = stop.changed() => Wake::Stop,
                 _ = dns.changed() => Wake::Dns,
                 _ = self.emitter.settle() => Wake::Settled,
-                item = rx.recv(), if reading => Wake::Item(item),
+                item = rx.recv(), if reading => Wake::Item(item.map(Box::new)),
             };
             match wake {
                 Wake::Stop => return Ended::Stop,
@@ -285,29 +304,35 @@ impl SipRunner {
                 }
                 Wake::Settled => self.publish_counts(),
                 Wake::Item(None) => return Ended::Lost(String::new()),
-                Wake::Item(Some(Decoded::Event(event))) => {
-                    let gaps = self.model.stats().gaps;
-                    let mut out = Vec::new();
-                    self.model.on_event(&event, &mut out);
-                    if self.model.stats().gaps > gaps {
-                        warn!(tserver = self.tserver, seq = event.seq, "Kamailio's event sequence jumped on a connected evapi link: events were lost in between.");
-                    }
-                    for output in &out {
-                        for (time, body) in bodies(output) {
-                            self.emit(time, Some(event.seq as i64), body);
+                Wake::Item(Some(decoded)) => match *decoded {
+                    Decoded::Event(event) => {
+                        let gaps = self.model.stats().gaps;
+                        let mut out = Vec::new();
+                        self.model.on_event(&event, &mut out);
+                        if self.model.stats().gaps > gaps {
+                            warn!(
+                                tserver = self.tserver,
+                                seq = event.seq,
+                                "Kamailio's event sequence jumped on a connected evapi link: events were lost in between."
+                            );
+                        }
+                        for output in &out {
+                            for (time, body) in bodies(output) {
+                                self.emit(time, Some(event.seq as i64), body);
+                            }
                         }
                     }
-                }
-                Wake::Item(Some(Decoded::Hello(h))) => {
-                    self.model.on_hello(&h);
-                }
-                Wake::Item(Some(Decoded::Unknown { type_name, seq })) => {
-                    debug!(tserver = self.tserver, %type_name, ?seq, "Kamailio event of a type Netwatch does not use.");
-                }
-                Wake::Item(Some(Decoded::Invalid { reason })) => {
-                    self.stats.unusable.fetch_add(1, Ordering::Relaxed);
-                    warn!(tserver = self.tserver, %reason, "Unusable Kamailio event skipped (docs/sip.md).");
-                }
+                    Decoded::Hello(h) => {
+                        self.model.on_hello(&h);
+                    }
+                    Decoded::Unknown { type_name, seq } => {
+                        debug!(tserver = self.tserver, %type_name, ?seq, "Kamailio event of a type Netwatch does not use.");
+                    }
+                    Decoded::Invalid { reason } => {
+                        self.stats.unusable.fetch_add(1, Ordering::Relaxed);
+                        warn!(tserver = self.tserver, %reason, "Unusable Kamailio event skipped (docs/sip.md).");
+                    }
+                },
             }
         }
     }
@@ -350,7 +375,13 @@ impl SipRunner {
             }
         }
         self.stats.registered.store(self.announced.len() as i64, Ordering::Relaxed);
-        info!(tserver = self.tserver, calls = dialogs.len(), dns = self.announced.len(), appended = changes.len() + full.len(), "Resynchronised with Kamailio.");
+        info!(
+            tserver = self.tserver,
+            calls = dialogs.len(),
+            dns = self.announced.len(),
+            appended = changes.len() + full.len(),
+            "Resynchronised with Kamailio."
+        );
         Ok(())
     }
 
@@ -405,7 +436,11 @@ impl SipRunner {
         let drained = self.emitter.drain(self.settings.drain_wait).await;
         self.publish_counts();
         if drained.pending > 0 {
-            warn!(tserver = self.tserver, pending = drained.pending, "The broker has not acknowledged every captured event yet; they stay queued.");
+            warn!(
+                tserver = self.tserver,
+                pending = drained.pending,
+                "The broker has not acknowledged every captured event yet; they stay queued."
+            );
         }
         self.emitter.detach(format!("Kamailio {} events", self.tserver))
     }
@@ -413,8 +448,8 @@ impl SipRunner {
 
 #[cfg(test)]
 mod tests {
-    use netwatch_producers::sip::model::{CallEvent as SipCall, Outcome, Release, ReleasedBy};
     use netwatch_producers::sip::event::Party;
+    use netwatch_producers::sip::model::{CallEvent as SipCall, Outcome, Release, ReleasedBy};
     use netwatch_schemas::calls::{CallType, TEventKind};
 
     use super::*;

@@ -866,7 +866,9 @@ mod tests {
         );
         assert_eq!(model.view().calls.len(), 1);
         // Kamailio has neither the call nor the registration any more
-        let ul: UlDump = serde_json::from_value(serde_json::from_str::<serde_json::Value>(resync::samples::UL_DUMP_EMPTY).unwrap()["result"].clone()).unwrap();
+        let ul: UlDump =
+            serde_json::from_value(serde_json::from_str::<serde_json::Value>(resync::samples::UL_DUMP_EMPTY).unwrap()["result"].clone())
+                .unwrap();
         let mut out = Vec::new();
         model.resync(&[], &ul, 9, &mut out);
         let lost = Some(Release { outcome: Outcome::Lost, by: ReleasedBy::Server });
