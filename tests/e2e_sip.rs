@@ -98,10 +98,20 @@ fn succeeds(child: std::process::Child, what: &str) {
     assert!(out.status.success(), "{what}: sipp exited with {}: {}", out.status, String::from_utf8_lossy(&out.stderr));
 }
 
+/// Wait until a SIPp listens on its UDP port (the port cannot be bound any more).
+fn listening(port: u16) {
+    wait_for("SIPp listening", Duration::from_secs(10), || match std::net::UdpSocket::bind(("127.0.0.1", port)) {
+        Ok(_) => Err(format!("nothing on udp/{port} yet")),
+        Err(_) => Ok(()),
+    });
+}
+
 /// One call: the UAS in the background, the UAC to its end, then the UAS.
 fn call(dir: &Path, uac: &str, uas: &str) {
     let callee = sipp_one(dir, uas, None, false);
-    // Should the INVITE come before the UAS listens, SIPp retransmits it (UDP).
+    // An INVITE sent before the UAS listens is retransmitted 0.5 s later: the ring time
+    // would be off by that.
+    listening(FUNCTIONAL.uas);
     let caller = sipp_one(dir, uac, Some("pair.csv"), true);
     succeeds(caller, uac);
     succeeds(callee, uas);
@@ -294,6 +304,7 @@ fn load_site(w: &World, ports: Ports, http: &str) -> Vec<String> {
 fn load(w: &World, ports: Ports, meanwhile: impl FnOnce()) -> (u64, u64) {
     let dir = w.path("kamailio");
     let mut uas = sipp(&dir, ports, "uas_load.xml", None, false, &["-timeout", "200s"]);
+    listening(ports.uas);
     let stats = dir.join("uac.stat.csv");
     let uac = sipp(
         &dir,

@@ -183,6 +183,11 @@ async fn sip_run(ctx: &Ctx, args: &SipArgs, dir: &Path) -> Result<(u64, f64, f64
     // Count the releases at the callers from here on.
     let mut tail = spawn_tail(&log.kafka, &log.topic(Topic::Calls), |_, _, high| high)?;
     let uas = sipp(&repo, dir, "uas_load.xml", None, &["-timeout", "600s"])?;
+    // The UAS listens once its port cannot be bound any more.
+    wait_for("the SIPp UAS listening", Duration::from_secs(10), || async {
+        Ok(std::net::UdpSocket::bind(("127.0.0.1", UAS_PORT)).is_err())
+    })
+    .await?;
     let stats = dir.join("uac.stat.csv");
     let start = Instant::now();
     let (rate, calls) = (args.rate.to_string(), args.calls.to_string());
