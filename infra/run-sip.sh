@@ -56,8 +56,10 @@ fi
 # Callees register, then answer every call; callers call them in turn.
 (cd tests/sip && sipp "127.0.0.1:$KAMAILIO_SIP_PORT" -sf register.xml -inf load_callees.csv -i 127.0.0.1 -bind_local \
   -p "$UAS_PORT" -m 100 -r 100 -nostdin -timeout 20s -timeout_error >/dev/null)
-(cd "$sipdir" && exec sipp -sf "$top/tests/sip/uas_load.xml" -i 127.0.0.1 -bind_local -p "$UAS_PORT" -nostdin -bg \
-  -trace_err -error_file uas.err >/dev/null) || true
+(cd "$sipdir" && exec sipp -sf "$top/tests/sip/uas_load.xml" -i 127.0.0.1 -bind_local -p "$UAS_PORT" -nostdin \
+  -trace_err -error_file uas.err >/dev/null 2>&1) &
+pids+=($!)
+sleep 1 # the UAS binds its port before the first INVITE
 (cd "$sipdir" && exec sipp "127.0.0.1:$KAMAILIO_SIP_PORT" -sf "$top/tests/sip/uac_load.xml" -inf "$top/tests/sip/load_pairs.csv" \
   -i 127.0.0.1 -bind_local -p "$UAC_PORT" -r "$SIP_RATE" -nostdin -trace_stat -stf uac.stat.csv -fd 5 \
   -trace_err -error_file uac.err > /dev/null 2>&1) &
