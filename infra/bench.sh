@@ -13,7 +13,15 @@ port=${BENCH_BROKER_PORT:-19692}
 data=$(mktemp -d /tmp/netwatch-bench.XXXXXX)
 trap 'BROKER_DATA=$data BROKER_PORT=$port "$top/infra/broker.sh" stop >/dev/null; rm -rf "$data"' EXIT
 
-BROKER_DATA=$data BROKER_PORT=$port NETWATCH_BIN=$bin "$top/infra/broker.sh" start >/dev/null
+# fresh_broker: an empty broker for the next section. tansu keeps every record in one
+# SQLite file; after the replay's millions of records every request is slower, and the
+# whole-system sections (registration, live, Kamailio) would measure that instead.
+fresh_broker() {
+  BROKER_DATA=$data BROKER_PORT=$port "$top/infra/broker.sh" stop >/dev/null 2>&1 || true
+  rm -rf "${data:?}"/*
+  BROKER_DATA=$data BROKER_PORT=$port NETWATCH_BIN=$bin "$top/infra/broker.sh" start >/dev/null
+}
+fresh_broker
 export NETWATCH_BROKERS=127.0.0.1:$port
 
 # measure NAME COMMAND...: run a figure's command (progress on stderr), print its table and
@@ -44,13 +52,16 @@ measure replay_table "$bin" bench replay --events "$replay_events" --runs "$runs
 tservers=${BENCH_TSERVERS:-1000}
 dns=${BENCH_DNS:-100}
 measure config_table "$bin" bench config --tservers "$tservers" --dns "$dns" --runs "$runs"
+fresh_broker
 measure registration_table "$bin" bench registration --tservers "$tservers" --dns "$dns" --runs "$runs"
 
 live_seconds=${BENCH_LIVE_SECONDS:-20}
+fresh_broker
 measure live_table "$bin" bench live --rates 1000,5000 --seconds "$live_seconds" --clients 200
 
 sip_rate=${BENCH_SIP_RATE:-300}
 sip_calls=${BENCH_SIP_CALLS:-6000}
+fresh_broker
 measure sip_table "$bin" bench sip --rate "$sip_rate" --calls "$sip_calls" --runs 2 --repo "$top"
 
 # The first `make run` takes a fresh machine (about 20 minutes): infra/first-run.sh measures
@@ -75,7 +86,8 @@ cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 # Benchmarks
 
 Written by \`make bench\` (infra/bench.sh) on $(date -u +%Y-%m-%d): release build, a fresh
-tansu 0.6.0 broker with SQLite storage on the same machine, every figure the median of
+tansu 0.6.0 broker with SQLite storage on the same machine (emptied again before the
+registration, live system and Kamailio sections), every figure the median of
 $runs runs with min and max.
 
 Machine: $cores cores ($cpu), $memory.
