@@ -20,10 +20,12 @@ UAC_PORT=5093 UAS_PORT=5094
 sipdir=$top/data/sipp
 mkdir -p "$sipdir"
 
-pids=()
+up_pid=
+sipp_pids=()
 cleanup() {
-  for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  # SIPp waits for its calls on SIGINT: stop the load generators outright.
+  for p in "${sipp_pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+  if [ -n "$up_pid" ]; then kill -INT "$up_pid" 2>/dev/null || true; wait "$up_pid" 2>/dev/null || true; fi
   infra/kamailio.sh stop || true
   infra/broker.sh stop
 }
@@ -33,10 +35,10 @@ trap 'exit 130' INT TERM
 infra/broker.sh start
 infra/kamailio.sh start
 "$BIN" up --listen "$HTTP_ADDR" > data/netwatch-up.log 2>&1 &
-pids+=($!)
+up_pid=$!
 for _ in $(seq 1 120); do
   if curl -fsS "http://$HTTP_ADDR/healthz" >/dev/null 2>&1; then break; fi
-  kill -0 "${pids[0]}" 2>/dev/null || { tail -20 data/netwatch-up.log >&2; echo "netwatch up exited" >&2; exit 1; }
+  kill -0 "$up_pid" 2>/dev/null || { tail -20 data/netwatch-up.log >&2; echo "netwatch up exited" >&2; exit 1; }
   sleep 0.5
 done
 
@@ -53,17 +55,23 @@ if ! "$BIN" query dns 1 2>/dev/null | grep -q 7001; then
   "$BIN" config import "$site" >/dev/null 2>&1 || "$BIN" config import "$site"
 fi
 
+# Calls are recorded once a monitor watches the server's DNs.
+for _ in $(seq 1 120); do
+  up=$(curl -fsS "http://$HTTP_ADDR/v1/tservers/1/dns" 2>/dev/null | grep -o '"link":"up"' | wc -l || true)
+  [ "${up:-0}" -ge 200 ] && break
+  sleep 0.5
+done
 # Callees register, then answer every call; callers call them in turn.
 (cd tests/sip && sipp "127.0.0.1:$KAMAILIO_SIP_PORT" -sf register.xml -inf load_callees.csv -i 127.0.0.1 -bind_local \
-  -p "$UAS_PORT" -m 100 -r 100 -nostdin -timeout 20s -timeout_error >/dev/null)
+  -p "$UAS_PORT" -m 100 -r 100 -nostdin -timeout 20s -timeout_error >/dev/null 2>&1)
 (cd "$sipdir" && exec sipp -sf "$top/tests/sip/uas_load.xml" -i 127.0.0.1 -bind_local -p "$UAS_PORT" -nostdin \
   -trace_err -error_file uas.err >/dev/null 2>&1) &
-pids+=($!)
+sipp_pids+=($!)
 sleep 1 # the UAS binds its port before the first INVITE
 (cd "$sipdir" && exec sipp "127.0.0.1:$KAMAILIO_SIP_PORT" -sf "$top/tests/sip/uac_load.xml" -inf "$top/tests/sip/load_pairs.csv" \
   -i 127.0.0.1 -bind_local -p "$UAC_PORT" -r "$SIP_RATE" -nostdin -trace_stat -stf uac.stat.csv -fd 5 \
   -trace_err -error_file uac.err > /dev/null 2>&1) &
-pids+=($!)
+sipp_pids+=($!)
 
 cat <<MSG
 
@@ -79,4 +87,4 @@ Netwatch is running, watching a local Kamailio with SIPp placing $SIP_RATE calls
 Ctrl-C stops everything.
 
 MSG
-wait "${pids[0]}"
+wait "$up_pid"
