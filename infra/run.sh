@@ -30,23 +30,27 @@ infra/broker.sh start
 NETWATCH_BIN=$BIN infra/broker.sh watch &
 watch_pid=$!
 mkdir -p data
-"$BIN" up --simulate --listen "$HTTP_ADDR" &
+# Netwatch's log goes to a file, so the message below stays on screen; warnings and
+# errors are repeated here as they come.
+: > data/netwatch-up.log
+"$BIN" up --simulate --listen "$HTTP_ADDR" >> data/netwatch-up.log 2>&1 &
 up_pid=$!
+tail -n 0 -F --pid="$up_pid" data/netwatch-up.log 2>/dev/null | grep --line-buffered -E ' (WARN|ERROR) ' &
 for _ in $(seq 1 120); do
   if curl -fsS "http://$HTTP_ADDR/healthz" >/dev/null 2>&1; then break; fi
-  kill -0 "$up_pid" 2>/dev/null || { echo "netwatch up exited; see the messages above" >&2; exit 1; }
+  kill -0 "$up_pid" 2>/dev/null || { tail -20 data/netwatch-up.log >&2; echo "netwatch up exited; its log is above (data/netwatch-up.log)" >&2; exit 1; }
   sleep 0.5
 done
 cat <<MSG
 
 Netwatch is running: 2 simulated T-Servers x 25 DNs with steady traffic.
-  HTTP API   http://$HTTP_ADDR/v1/tservers/1/dns   (also /healthz, /metrics)
+  HTTP API   http://$HTTP_ADDR/v1/tservers/1/dns   (also /healthz, /metrics: docs/operations.md)
   Try, in another terminal (same folder):
     $BIN query dns 1
     $BIN query calls --tserver 1 --dn 5001 --since 1h
     curl -s http://$HTTP_ADDR/v1/tservers/2/dns/6001
   Raw events:  $BIN cat calls --follow
-  Logs: this terminal; broker log: data/broker/tansu.log
+  Logs: data/netwatch-up.log (warnings and errors also here); broker: data/broker/tansu.log
 Ctrl-C stops everything.
 
 MSG

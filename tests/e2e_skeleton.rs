@@ -6,7 +6,7 @@ mod harness;
 
 use std::time::Duration;
 
-use harness::{free_port, http_get, wait_for, LogsOnPanic, World};
+use harness::{free_port, http_get, http_get_with, sample, scrape, wait_for, LogsOnPanic, World};
 use serde_json::{json, Value};
 
 /// T-Server 1 scenario (offsets in ms from its start; the simulator stamps events with
@@ -107,14 +107,15 @@ fn whole_pipeline_end_to_end() {
     // A garbage value on `calls`, before any real call event.
     produce_raw(&w, "calls", "1", b"this is not avro");
 
+    let metrics_of = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
     let s1 = w.file("ts1.jsonl", SCENARIO_1);
     let s2 = w.file("ts2.jsonl", SCENARIO_2);
     let procs = [
         w.spawn("sim1", &["sim", "tserver", "--listen", &ep1, "--name", "TS1", "--script", s1.to_str().unwrap(), "--speed", "4"]),
         w.spawn("sim2", &["sim", "tserver", "--listen", &ep2, "--name", "TS2", "--script", s2.to_str().unwrap(), "--speed", "4"]),
-        w.spawn("dispatcher", &["dispatcher", "--id", "d1"]),
-        w.spawn("monitor", &["monitor", "--id", "m1", "--heartbeat", "1s"]),
-        w.spawn("projections", &["projections", "run"]),
+        w.spawn("dispatcher", &["dispatcher", "--id", "d1", "--metrics-listen", &metrics_of.0]),
+        w.spawn("monitor", &["monitor", "--id", "m1", "--heartbeat", "1s", "--metrics-listen", &metrics_of.1]),
+        w.spawn("projections", &["projections", "run", "--metrics-listen", &metrics_of.2]),
         w.spawn("serve", &["serve", "--listen", &http_addr]),
     ];
     let logs: Vec<_> = procs.iter().map(|p| p.log.clone()).collect();
@@ -318,6 +319,8 @@ fn whole_pipeline_end_to_end() {
         assert_eq!(d["value"]["bytes_hex"], "74686973206973206e6f74206176726f", "the original bytes are kept");
     }
 
+    every_role_serves_its_metrics(&w, &http_addr, &metrics_of);
+
     // Deleting a DN: the monitor unregisters it at the simulator; its state says so.
     w.ok(&["config", "dn", "delete", "--tserver", "1", "--number", "5002"]);
     wait_for("5002 to be unregistered", Duration::from_secs(30), || {
@@ -338,6 +341,94 @@ fn whole_pipeline_end_to_end() {
     });
     assert_eq!(gone["call_state"], "unknown");
     drop(guard);
+}
+
+/// The series docs/operations.md lists, from each role's own `/metrics` (parsed as
+/// Prometheus does), against what the log and the projections say.
+fn every_role_serves_its_metrics(w: &World, http_addr: &str, (dispatcher, monitor, projections): &(String, String, String)) {
+    // Dispatcher: a placement of each T-Server and a registration of each of the ten DNs
+    // (one monitor all along: nothing moved).
+    let d = scrape(dispatcher, &[]).unwrap();
+    assert_eq!(sample(&d, "netwatch_dispatcher_commands_total", &[("command", "assign_tserver")]), Some(2.0));
+    assert_eq!(sample(&d, "netwatch_dispatcher_commands_total", &[("command", "register_dn")]), Some(10.0));
+    assert_eq!(sample(&d, "netwatch_dispatcher_moves_total", &[]), None, "nothing moved");
+    assert!(sample(&d, "netwatch_consumer_lag", &[("group", &format!("{}dispatcher", w.prefix))]).is_some(), "the dispatcher's lag");
+
+    // Monitor: each link up with its five DNs; every event it captured is in `calls`
+    // (T-Server 1's records but the garbage one produced by hand).
+    let calls_of_tserver =
+        |t: &str| w.records("calls").iter().filter(|r| r["key"] == t && r["value"].get("undecodable").is_none()).count() as f64;
+    wait_for("captured events to equal the calls records", Duration::from_secs(30), || {
+        let m = scrape(monitor, &[])?;
+        for t in ["1", "2"] {
+            let labels = [("tserver", t), ("kind", "cti")];
+            let got = (
+                sample(&m, "netwatch_link_up", &labels),
+                sample(&m, "netwatch_link_dns_registered", &labels),
+                sample(&m, "netwatch_events_captured_total", &labels),
+            );
+            let want = (Some(1.0), Some(5.0), Some(calls_of_tserver(t)));
+            if got != want {
+                return Err(format!("T-Server {t}: {got:?}, expected {want:?}"));
+            }
+        }
+        let appended = sample(&m, "netwatch_produce_latency_seconds_count", &[("topic", &format!("{}calls", w.prefix))]);
+        if appended != Some(calls_of_tserver("1") + calls_of_tserver("2")) {
+            return Err(format!("produce latency samples {appended:?}"));
+        }
+        Ok(())
+    });
+    let m = scrape(monitor, &[]).unwrap();
+    assert_eq!(sample(&m, "netwatch_link_connects_total", &[("tserver", "1")]), Some(1.0));
+    assert_eq!(sample(&m, "netwatch_events_lost_total", &[("tserver", "1")]), Some(0.0));
+    assert!(sample(&m, "netwatch_produce_queue_depth", &[]).is_some());
+
+    // Projections: the garbage record dead-lettered once by each; everything else applied.
+    let p = scrape(projections, &[]).unwrap();
+    for name in ["dn-state", "call-history"] {
+        assert_eq!(sample(&p, "netwatch_projection_events_dead_lettered_total", &[("projection", name)]), Some(1.0), "{name}");
+        assert!(sample(&p, "netwatch_projection_events_applied_total", &[("projection", name)]).unwrap() > 0.0, "{name}");
+        assert!(sample(&p, "netwatch_store_batch_seconds_count", &[("projection", name)]).unwrap() > 0.0, "{name}");
+    }
+
+    // The API: request latency by route pattern and status.
+    let before = sample(&scrape(http_addr, &[]).unwrap(), "netwatch_http_request_duration_seconds_count", &[("route", "/v1/projections")]);
+    assert_eq!(http_get(http_addr, "/v1/projections").unwrap().0, 200);
+    let after = sample(
+        &scrape(http_addr, &[]).unwrap(),
+        "netwatch_http_request_duration_seconds_count",
+        &[("route", "/v1/projections"), ("status", "200")],
+    );
+    assert_eq!(after, Some(before.unwrap_or(0.0) + 1.0));
+}
+
+#[test]
+fn with_a_token_every_request_but_healthz_needs_it() {
+    let w = World::start();
+    let (http, metrics) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
+    let token = [("NETWATCH_API_TOKEN", "s3cret-token")];
+    let procs = [
+        w.spawn_env("serve", &token, &["serve", "--listen", &http]),
+        w.spawn_env("monitor", &token, &["monitor", "--id", "m1", "--metrics-listen", &metrics]),
+    ];
+    let _guard = LogsOnPanic(procs.iter().map(|p| p.log.clone()).collect());
+    for addr in [&http, &metrics] {
+        wait_for("the server to answer", Duration::from_secs(30), || http_get(addr, "/healthz"));
+        assert_eq!(http_get(addr, "/healthz").unwrap(), (200, "ok\n".to_string()), "{addr}: health needs no token");
+        assert_eq!(http_get(addr, "/metrics").unwrap().0, 401, "{addr}");
+        assert_eq!(http_get_with(addr, "/metrics", &[("Authorization", "Bearer wrong-token")]).unwrap().0, 401, "{addr}");
+        assert_eq!(http_get_with(addr, "/metrics", &[("Authorization", "Bearer s3cret-token")]).unwrap().0, 200, "{addr}");
+        assert_eq!(http_get(addr, "/metrics?access_token=s3cret-token").unwrap().0, 200, "{addr}");
+    }
+    assert_eq!(http_get(&http, "/v1/projections").unwrap().0, 401);
+    assert_eq!(http_get_with(&http, "/v1/projections", &[("Authorization", "Bearer s3cret-token")]).unwrap().0, 200);
+    for p in &procs {
+        let log = std::fs::read_to_string(&p.log).unwrap();
+        assert!(!log.contains("s3cret-token"), "{}: the token is in the log", p.name);
+    }
+    // An empty token is refused at start, with the reason.
+    let out = w.run_env(&[("NETWATCH_API_TOKEN", " ")], &["serve", "--listen", "127.0.0.1:0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// Produce raw bytes with librdkafka, bypassing the codec.

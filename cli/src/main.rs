@@ -7,11 +7,13 @@ mod cat;
 mod config;
 mod config_snapshot;
 mod deadletter;
+mod metrics;
 mod query;
 mod replay;
 mod roles;
 mod sim;
 mod status;
+mod table;
 
 use std::process::ExitCode;
 
@@ -34,6 +36,11 @@ struct Cli {
     /// Projection store URL.
     #[arg(long, global = true, env = "NETWATCH_STORE", default_value = "sqlite://data/netwatch.db")]
     store: String,
+    /// A bearer token every HTTP request of the roles must carry (the API, the wallboard,
+    /// /metrics; not /healthz). Unset: no token is asked for. Best given in the
+    /// environment: it is never logged or shown.
+    #[arg(long, global = true, env = "NETWATCH_API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -62,8 +69,7 @@ enum Command {
     /// readers over while the current generation keeps serving.
     Replay(replay::ReplayArgs),
     /// Query the projections.
-    #[command(subcommand)]
-    Query(query::QueryCmd),
+    Query(query::QueryArgs),
     /// Serve the query API over HTTP.
     Serve(roles::ServeArgs),
     /// Run every role in one process (dispatcher, monitors, projections, HTTP API).
@@ -105,6 +111,8 @@ pub struct Ctx {
     pub kafka: KafkaConfig,
     pub topics: Topics,
     pub store: String,
+    /// The bearer token of the roles' HTTP servers, if one is set.
+    pub api_token: Option<netwatch_projections::http::Token>,
     /// A role that runs until stopped (its sends never expire), not a one-shot command.
     pub long_running: bool,
 }
@@ -140,11 +148,17 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    if cli.api_token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+        eprintln!("netwatch: the API token (--api-token or NETWATCH_API_TOKEN) is empty; set a token or leave it unset");
+        return ExitCode::from(2);
+    }
     let ctx = Ctx {
         kafka: KafkaConfig { brokers: cli.brokers.clone(), extra: cli.kafka_options.clone() },
         topics: Topics { prefix: cli.topic_prefix.clone(), ..Topics::default() },
         store: cli.store.clone(),
+        api_token: cli.api_token.as_deref().map(|t| netwatch_projections::http::Token(t.into())),
         long_running: long_running || matches!(cli.command, Command::Replay(_)),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

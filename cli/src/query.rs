@@ -6,6 +6,23 @@ use serde::Serialize;
 
 use crate::{input, CliError, Ctx};
 
+/// `netwatch query`: a question and how to print its answer.
+#[derive(clap::Args, Debug)]
+pub struct QueryArgs {
+    /// `table` for people, `json` for programs (the HTTP API's JSON). Default: a table on a
+    /// terminal, JSON otherwise.
+    #[arg(long, short = 'o', global = true, value_enum)]
+    output: Option<Output>,
+    #[command(subcommand)]
+    cmd: QueryCmd,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Output {
+    Table,
+    Json,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum QueryCmd {
     /// One DN's live state.
@@ -65,8 +82,11 @@ impl From<WindowArgs> for Window {
     }
 }
 
-fn print<T: Serialize>(value: &T) -> Result<(), CliError> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+fn print<T: Serialize>(value: &T, output: Output) -> Result<(), CliError> {
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(value)?),
+        Output::Table => print!("{}", crate::table::render(&serde_json::to_value(value)?)),
+    }
     Ok(())
 }
 
@@ -77,24 +97,25 @@ fn cli_error(e: QueryError) -> CliError {
     }
 }
 
-pub async fn run(ctx: &Ctx, cmd: QueryCmd) -> Result<(), CliError> {
+pub async fn run(ctx: &Ctx, args: QueryArgs) -> Result<(), CliError> {
     let store = crate::replay::store(ctx).await?;
     let now = netwatch_schemas::now_ms();
-    match cmd {
-        QueryCmd::Dn { tserver, dn } => print(&query::dn(&store, tserver, &dn).await.map_err(cli_error)?),
-        QueryCmd::Dns { tserver } => print(&query::dns(&store, tserver).await.map_err(cli_error)?),
+    let output = args.output.unwrap_or(if std::io::IsTerminal::is_terminal(&std::io::stdout()) { Output::Table } else { Output::Json });
+    match args.cmd {
+        QueryCmd::Dn { tserver, dn } => print(&query::dn(&store, tserver, &dn).await.map_err(cli_error)?, output),
+        QueryCmd::Dns { tserver } => print(&query::dns(&store, tserver).await.map_err(cli_error)?, output),
         QueryCmd::Calls { tserver, dn, window, limit, page } => {
             let page = query::dn_calls(&store, tserver, &dn, &window.into(), Some(limit), page.as_deref(), now).await.map_err(cli_error)?;
-            print(&page.items)?;
+            print(&page.items, output)?;
             if let Some(token) = page.next_page {
                 eprintln!("next page: {token}");
             }
             Ok(())
         }
-        QueryCmd::Call { tserver, connid } => print(&query::call(&store, tserver, &connid).await.map_err(cli_error)?),
-        QueryCmd::Current { tserver, dn } => print(&query::current(&store, tserver, dn.as_deref(), now).await.map_err(cli_error)?),
+        QueryCmd::Call { tserver, connid } => print(&query::call(&store, tserver, &connid).await.map_err(cli_error)?, output),
+        QueryCmd::Current { tserver, dn } => print(&query::current(&store, tserver, dn.as_deref(), now).await.map_err(cli_error)?, output),
         QueryCmd::Stats { tserver, dn, window } => {
-            print(&query::intervals(&store, tserver, dn.as_deref(), &window.into(), now).await.map_err(cli_error)?)
+            print(&query::intervals(&store, tserver, dn.as_deref(), &window.into(), now).await.map_err(cli_error)?, output)
         }
     }
 }

@@ -34,11 +34,22 @@ pub enum TopicsCmd {
     },
 }
 
+/// Where a role without an API of its own serves `/metrics`.
+#[derive(Args, Debug, Clone)]
+pub struct MetricsArgs {
+    /// Address of this role's `/metrics` and `/healthz` (port 0: a free port, logged at
+    /// start; give one per instance for Prometheus to scrape).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    metrics_listen: String,
+}
+
 #[derive(Args, Debug)]
 pub struct DispatcherArgs {
     /// Instance id (default: host and pid).
     #[arg(long)]
     id: Option<String>,
+    #[command(flatten)]
+    metrics: MetricsArgs,
     #[command(flatten)]
     balance: BalanceArgs,
 }
@@ -79,6 +90,8 @@ pub struct MonitorArgs {
     /// Monitor id (default: host and pid).
     #[arg(long)]
     id: Option<String>,
+    #[command(flatten)]
+    metrics: MetricsArgs,
     /// Time between heartbeats (a monitor is dead after three missed ones).
     #[arg(long, default_value = "1s")]
     heartbeat: humantime::Duration,
@@ -103,6 +116,8 @@ pub enum ProjectionsCmd {
         /// share it and split the partitions; another store needs another group.
         #[arg(long, env = "NETWATCH_PROJECTION_GROUP", default_value = "projection")]
         group: String,
+        #[command(flatten)]
+        metrics: MetricsArgs,
     },
     /// Print a stable digest of a projection's current content.
     Checksum(crate::replay::ChecksumArgs),
@@ -200,10 +215,14 @@ pub async fn topics(ctx: &Ctx, cmd: TopicsCmd) -> Result<(), CliError> {
 
 pub async fn dispatcher(ctx: &Ctx, args: DispatcherArgs) -> Result<(), CliError> {
     let shutdown = shutdown_on_signal();
-    let config =
-        DispatcherConfig { id: args.id.unwrap_or_else(|| default_id("dispatcher")), settings: args.balance.settings(ctx.topics.slots) };
+    let config = DispatcherConfig {
+        id: args.id.clone().unwrap_or_else(|| default_id("dispatcher")),
+        settings: args.balance.settings(ctx.topics.slots),
+    };
     let log = ctx.log()?;
     count_at_exit(&log);
+    crate::metrics::start(Some(&log));
+    crate::metrics::serve_alone(&args.metrics.metrics_listen, ctx.api_token.clone(), "dispatcher", shutdown.clone()).await?;
     dispatcher::run(log, config, shutdown).await?;
     Ok(())
 }
@@ -214,13 +233,15 @@ pub async fn monitor(ctx: &Ctx, args: MonitorArgs) -> Result<(), CliError> {
     }
     let shutdown = shutdown_on_signal();
     let config = MonitorConfig {
-        id: args.id.unwrap_or_else(|| default_id("monitor")),
+        id: args.id.clone().unwrap_or_else(|| default_id("monitor")),
         heartbeat: args.heartbeat.into(),
         cooperative: args.cooperative,
         link: LinkSettings { max_in_flight: args.max_in_flight as usize, ..LinkSettings::default() },
     };
     let log = ctx.log()?;
     count_at_exit(&log);
+    crate::metrics::start(Some(&log));
+    crate::metrics::serve_alone(&args.metrics.metrics_listen, ctx.api_token.clone(), "monitor", shutdown.clone()).await?;
     monitor::run(log, config, shutdown).await?;
     Ok(())
 }
@@ -233,8 +254,8 @@ fn projections_named(name: &str) -> Result<Vec<Projection>, CliError> {
 }
 
 pub async fn projections(ctx: &Ctx, cmd: ProjectionsCmd) -> Result<(), CliError> {
-    let (projection, group) = match cmd {
-        ProjectionsCmd::Run { projection, group } => (projection, group),
+    let (projection, group, metrics) = match cmd {
+        ProjectionsCmd::Run { projection, group, metrics } => (projection, group, metrics),
         ProjectionsCmd::Checksum(args) => return crate::replay::checksum(ctx, args).await,
     };
     let which = projections_named(&projection)?;
@@ -242,6 +263,8 @@ pub async fn projections(ctx: &Ctx, cmd: ProjectionsCmd) -> Result<(), CliError>
     let shutdown = shutdown_on_signal();
     let log = ctx.log()?;
     count_at_exit(&log);
+    crate::metrics::start(Some(&log));
+    crate::metrics::serve_alone(&metrics.metrics_listen, ctx.api_token.clone(), "projections", shutdown.clone()).await?;
     let mut tasks = JoinSet::new();
     for p in which {
         let (log, store, shutdown, group) = (log.clone(), store.clone(), shutdown.clone(), group.clone());
@@ -258,9 +281,16 @@ pub async fn serve(ctx: &Ctx, args: ServeArgs) -> Result<(), CliError> {
     let store = crate::replay::store(ctx).await?;
     let listener = TcpListener::bind(&args.listen).await.map_err(|e| input(format!("cannot listen on {}: {e}", args.listen)))?;
     info!(addr = %listener.local_addr()?, "HTTP API listening.");
-    let app = router(ApiState { store, metrics: Vec::new() }).merge(crate::status::router(ctx.log()?, Liveness::default()));
+    crate::metrics::start(None);
+    let app = api(store, ctx.log()?, ctx);
     serve_http(listener, app, shutdown_on_signal()).await?;
     Ok(())
+}
+
+/// The HTTP API of `serve` and `up`: queries, status, metrics, behind the token if set.
+fn api(store: netwatch_projections::AnyStore, log: Log, ctx: &Ctx) -> axum::Router {
+    let app = router(ApiState { store }).merge(crate::status::router(log, Liveness::default())).merge(crate::metrics::router());
+    netwatch_projections::http::guarded(app, ctx.api_token.clone())
 }
 
 /// Wait for every task; the first failure is the result, after all have ended.
@@ -315,6 +345,7 @@ pub async fn up(ctx: &Ctx, args: UpArgs) -> Result<(), CliError> {
     create_topics(&ctx.kafka, &ctx.topics).await?;
     let log = ctx.log()?;
     count_at_exit(&log);
+    crate::metrics::start(Some(&log));
     let shutdown = shutdown_on_signal();
     let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
     if args.simulate {
@@ -350,17 +381,14 @@ pub async fn up(ctx: &Ctx, args: UpArgs) -> Result<(), CliError> {
         };
         tasks.spawn(async move { Ok(monitor::run(log, config, shutdown).await?) });
     }
-    let mut metrics = Vec::new();
     for p in Projection::ALL {
-        let m = Arc::new(Metrics::default());
-        metrics.push((p.name().to_string(), m.clone()));
         let (log, store, shutdown) = (log.clone(), store.clone(), shutdown.clone());
-        tasks.spawn(async move { Ok(netwatch_projections::run(log, store, p, m, shutdown).await?) });
+        tasks.spawn(async move { Ok(netwatch_projections::run(log, store, p, Arc::new(Metrics::default()), shutdown).await?) });
     }
     let addr = listener.local_addr()?;
     {
-        let (store, shutdown) = (store.clone(), shutdown.clone());
-        let app = router(ApiState { store, metrics }).merge(crate::status::router(log.clone(), Liveness::default()));
+        let shutdown = shutdown.clone();
+        let app = api(store.clone(), log.clone(), ctx);
         tasks.spawn(async move { Ok(serve_http(listener, app, shutdown).await?) });
     }
     info!(http = %addr, "Netwatch is up.");

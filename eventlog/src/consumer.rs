@@ -6,6 +6,7 @@
 //! the owner says: at the beginning (monitors, dispatchers rebuild from the log) or at
 //! a position kept with the owner's effects (projections).
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc};
 use std::thread::JoinHandle;
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::KafkaError;
+use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
@@ -92,12 +94,44 @@ struct Context {
     tx: mpsc::Sender<ConsumerEvent>,
     start: StartAt,
     revoke_timeout: Duration,
+    group: String,
+    /// Partitions whose lag this consumer reported last time.
+    lagging: std::sync::Mutex<BTreeSet<(String, i32)>>,
 }
 
 impl ClientContext for Context {
     fn error(&self, error: KafkaError, reason: &str) {
         report_error(error, reason);
     }
+
+    /// Every [`STATS_EVERY`]: `netwatch_consumer_lag` of each partition this member
+    /// fetches, the records between the partition's end and what the member has handed
+    /// to its application (0 once a partition went to another member).
+    fn stats(&self, statistics: Statistics) {
+        let mut now = BTreeSet::new();
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                let position = if p.app_offset >= 0 { p.app_offset } else { p.next_offset };
+                if *partition < 0 || p.fetch_state != "active" || position < 0 || p.hi_offset < 0 {
+                    continue;
+                }
+                lag_gauge(&self.group, topic, *partition).set((p.hi_offset - position).max(0) as f64);
+                now.insert((topic.clone(), *partition));
+            }
+        }
+        let Ok(mut before) = self.lagging.lock() else { return };
+        for (topic, partition) in before.difference(&now) {
+            lag_gauge(&self.group, topic, *partition).set(0.0);
+        }
+        *before = now;
+    }
+}
+
+/// How often group members report their lag.
+const STATS_EVERY: Duration = Duration::from_secs(5);
+
+fn lag_gauge(group: &str, topic: &str, partition: i32) -> metrics::Gauge {
+    metrics::gauge!("netwatch_consumer_lag", "group" => group.to_string(), "topic" => topic.to_string(), "partition" => partition.to_string())
 }
 
 /// End of partition is delivered as an event; librdkafka also reports it as an error.
@@ -176,8 +210,15 @@ impl ConsumerContext for Context {
 /// Join a consumer group on a dedicated thread.
 pub fn spawn_group_consumer(kafka: &KafkaConfig, options: GroupOptions) -> Result<GroupConsumer, LogError> {
     let (tx, events) = mpsc::channel(1024);
-    let context = Context { tx: tx.clone(), start: options.start.clone(), revoke_timeout: options.revoke_timeout };
+    let context = Context {
+        tx: tx.clone(),
+        start: options.start.clone(),
+        revoke_timeout: options.revoke_timeout,
+        group: options.group.clone(),
+        lagging: Default::default(),
+    };
     let mut config = kafka.consumer(&options.group);
+    config.set("statistics.interval.ms", STATS_EVERY.as_millis().to_string());
     if options.cooperative {
         config.set("partition.assignment.strategy", "cooperative-sticky");
     }

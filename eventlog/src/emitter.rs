@@ -69,8 +69,12 @@ pub struct Emitter {
     /// Records the producer has not taken yet (its queue was full), oldest first, with
     /// their tags.
     waiting: VecDeque<(u64, Vec<u8>)>,
-    /// Records taken by the producer, oldest first, with their tags and acknowledgements.
-    in_flight: VecDeque<(u64, DeliveryFuture)>,
+    /// Records taken by the producer, oldest first, with their tags, acknowledgements and
+    /// when they were taken.
+    in_flight: VecDeque<(u64, DeliveryFuture, Instant)>,
+    /// Time from the producer taking a record to the broker's acknowledgement
+    /// (`netwatch_produce_latency_seconds`, by topic).
+    latency: metrics::Histogram,
     counts: EmitCounts,
     /// Failures per tag (a CTI link session, say).
     failed_by_tag: BTreeMap<u64, u64>,
@@ -83,11 +87,13 @@ pub struct Emitter {
 impl Emitter {
     /// A stream to `to` with at most `limit` records unacknowledged (at least 1).
     pub fn new(producer: Producer, to: Destination, limit: usize) -> Self {
+        let latency = metrics::histogram!("netwatch_produce_latency_seconds", "topic" => to.topic.clone());
         Emitter {
             producer,
             to,
             limit: limit.max(1),
             waiting: VecDeque::new(),
+            latency,
             in_flight: VecDeque::new(),
             counts: EmitCounts::default(),
             failed_by_tag: BTreeMap::new(),
@@ -136,7 +142,7 @@ impl Emitter {
             let tag = *tag;
             match self.producer.enqueue(&self.to.topic, &self.to.key, self.to.partition, bytes) {
                 Enqueued::Taken(delivery) => {
-                    self.in_flight.push_back((tag, delivery));
+                    self.in_flight.push_back((tag, delivery, Instant::now()));
                     self.waiting.pop_front();
                 }
                 Enqueued::QueueFull => break,
@@ -186,15 +192,18 @@ impl Emitter {
             return Settled::Retried;
         }
         let result = poll_fn(|cx| match self.in_flight.front_mut() {
-            Some((_, f)) => Pin::new(f).poll(cx),
+            Some((_, f, _)) => Pin::new(f).poll(cx),
             None => Poll::Pending,
         })
         .await;
-        let tag = self.in_flight.pop_front().map(|(t, _)| t).unwrap_or_default();
+        let (tag, taken) = self.in_flight.pop_front().map(|(t, _, at)| (t, Some(at))).unwrap_or_default();
         self.hand_over();
         match result {
             Ok(Ok(delivery)) => {
                 self.counts.appended += 1;
+                if let Some(at) = taken {
+                    self.latency.record(at.elapsed().as_secs_f64());
+                }
                 Settled::Appended(delivery.offset)
             }
             Ok(Err((e, _))) => {

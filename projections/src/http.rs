@@ -1,28 +1,29 @@
-//! The HTTP JSON query API: `/v1/...`, `/healthz`, `/metrics`.
+//! The HTTP JSON query API: `/v1/...`, `/healthz`; and the layers every HTTP server of
+//! the roles wears: request metrics ([`track`]) and the optional bearer token
+//! ([`require_token`]).
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{MatchedPath, Path, Query, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
+use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::query::{self, QueryError, Window};
-use crate::runner::{Metrics, Projection};
+use crate::runner::Projection;
 use crate::store::{current_gen, AnyStore, Store, StoreError};
 
 /// What handlers share.
 #[derive(Clone)]
 pub struct ApiState {
     pub store: AnyStore,
-    /// Per projection name, when the projections run in this process.
-    pub metrics: Vec<(String, Arc<Metrics>)>,
 }
 
 /// A one-line error answer.
@@ -57,7 +58,6 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/metrics", get(metrics))
         .route("/v1/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }))
         .route("/v1/projections", get(projections))
         .route("/v1/tservers/{tserver}/dns", get(dns))
@@ -180,16 +180,52 @@ async fn projections(State(s): State<ApiState>) -> Result<Response, ApiError> {
     Ok(Json(out).into_response())
 }
 
-async fn metrics(State(s): State<ApiState>) -> String {
-    let mut out = String::from("# TYPE netwatch_events_applied_total counter\n");
-    for (name, m) in &s.metrics {
-        out.push_str(&format!("netwatch_events_applied_total{{projection=\"{name}\"}} {}\n", m.applied.load(Ordering::Relaxed)));
+/// Middleware: `netwatch_http_request_duration_seconds` by route (the pattern, not the
+/// path: `/v1/tservers/{tserver}/dns`), method and status.
+pub async fn track(request: Request, next: Next) -> Response {
+    let route = match request.extensions().get::<MatchedPath>() {
+        Some(m) => m.as_str().to_string(),
+        None => "unmatched".to_string(),
+    };
+    let method = request.method().as_str().to_string();
+    let start = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::histogram!("netwatch_http_request_duration_seconds", "route" => route, "method" => method, "status" => status)
+        .record(start.elapsed().as_secs_f64());
+    response
+}
+
+/// The bearer token every request but `/healthz` must carry, if one is set.
+#[derive(Clone)]
+pub struct Token(pub Arc<str>);
+
+/// Middleware: without the token (header `Authorization: Bearer T`, or the query
+/// parameter `access_token=T` for a browser's EventSource, RFC 6750 2.3), 401. Compared in
+/// constant time.
+pub async fn require_token(State(token): State<Token>, request: Request, next: Next) -> Response {
+    if request.uri().path() == "/healthz" || token_matches(&token, &request) {
+        return next.run(request).await;
     }
-    out.push_str("# TYPE netwatch_deadlettered_total counter\n");
-    for (name, m) in &s.metrics {
-        out.push_str(&format!("netwatch_deadlettered_total{{projection=\"{name}\"}} {}\n", m.dead_lettered.load(Ordering::Relaxed)));
+    let mut response = ApiError(StatusCode::UNAUTHORIZED, "a bearer token is required (Authorization: Bearer ...)".into()).into_response();
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"netwatch\""));
+    response
+}
+
+fn token_matches(token: &Token, request: &Request) -> bool {
+    let from_header =
+        request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
+    let from_query = request.uri().query().into_iter().flat_map(|q| q.split('&')).find_map(|kv| kv.strip_prefix("access_token="));
+    from_header.or(from_query).is_some_and(|given| bool::from(given.as_bytes().ct_eq(token.0.as_bytes())))
+}
+
+/// Wear the layers of every role's HTTP server: request metrics, then the token if set.
+pub fn guarded(app: Router, token: Option<Token>) -> Router {
+    let app = app.layer(axum::middleware::from_fn(track));
+    match token {
+        Some(token) => app.layer(axum::middleware::from_fn_with_state(token, require_token)),
+        None => app,
     }
-    out
 }
 
 #[cfg(test)]

@@ -77,11 +77,31 @@ pub enum ProjectionError {
     Fatal(String),
 }
 
-/// Counters exposed on /metrics.
+/// What a runner applied, for its caller (replay's progress). The process's metrics
+/// registry counts the same ([`Series`]).
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub applied: AtomicU64,
     pub dead_lettered: AtomicU64,
+}
+
+/// A projection's series in the process's metrics registry.
+struct Series {
+    applied: metrics::Counter,
+    dead_lettered: metrics::Counter,
+    /// Time to write one batch (one store transaction).
+    batch: metrics::Histogram,
+}
+
+impl Series {
+    fn new(projection: Projection) -> Self {
+        let p = projection.name();
+        Series {
+            applied: metrics::counter!("netwatch_projection_events_applied_total", "projection" => p),
+            dead_lettered: metrics::counter!("netwatch_projection_events_dead_lettered_total", "projection" => p),
+            batch: metrics::histogram!("netwatch_store_batch_seconds", "projection" => p),
+        }
+    }
 }
 
 /// How often a runner checks whether its generation is still the current one.
@@ -194,6 +214,7 @@ pub async fn run_generation<S: Store>(
         topics: topics.clone(),
         known: BTreeMap::new(),
         metrics,
+        series: Series::new(projection),
     };
     info!(projection = projection.name(), gen, %group, "Projection started.");
     let mut check = tokio::time::interval(GENERATION_CHECK);
@@ -288,6 +309,7 @@ pub async fn apply_in_process<S: Store>(log: &Log, store: &S, projection: Projec
         topics: projection.topics().iter().map(|t| log.topic(*t)).collect(),
         known: BTreeMap::new(),
         metrics: Arc::new(Metrics::default()),
+        series: Series::new(projection),
     };
     for batch in records.chunks(store.max_batch()) {
         applier.apply(batch).await?;
@@ -348,11 +370,13 @@ struct Applier<S: Store> {
     /// Next offset per (topic, partition) as far as this runner knows.
     known: BTreeMap<String, BTreeMap<i32, i64>>,
     metrics: Arc<Metrics>,
+    series: Series,
 }
 
 impl<S: Store> Applier<S> {
     async fn apply(&mut self, records: &[Record]) -> Result<(), ProjectionError> {
         let mut batch = Batch::new(self.projection.name(), self.gen);
+        let (mut applied, mut dead) = (0, 0);
         for r in records {
             batch.positions.insert((r.topic.clone(), r.partition), r.offset + 1);
             match self.known.get_mut(&r.topic) {
@@ -380,16 +404,20 @@ impl<S: Store> Applier<S> {
                 }
             };
             match outcome {
-                Ok(()) => {
-                    self.metrics.applied.fetch_add(1, Ordering::Relaxed);
-                }
+                Ok(()) => applied += 1,
                 Err(reason) => {
                     self.dead.send(r, &reason).await?;
-                    self.metrics.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    dead += 1;
                 }
             }
         }
+        let start = std::time::Instant::now();
         self.store.write(batch).await?;
+        self.series.batch.record(start.elapsed().as_secs_f64());
+        self.metrics.applied.fetch_add(applied, Ordering::Relaxed);
+        self.metrics.dead_lettered.fetch_add(dead, Ordering::Relaxed);
+        self.series.applied.increment(applied);
+        self.series.dead_lettered.increment(dead);
         Ok(())
     }
 

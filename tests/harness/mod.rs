@@ -221,9 +221,19 @@ impl World {
         self.spawn_with(name, args, None)
     }
 
+    /// Start a long-running netwatch process with extra environment variables.
+    pub fn spawn_env(&self, name: &str, env: &[(&str, &str)], args: &[&str]) -> Proc {
+        self.spawn_full(name, args, None, env)
+    }
+
     fn spawn_with(&self, name: &str, args: &[&str], store: Option<&str>) -> Proc {
+        self.spawn_full(name, args, store, &[])
+    }
+
+    fn spawn_full(&self, name: &str, args: &[&str], store: Option<&str>, env: &[(&str, &str)]) -> Proc {
         let log = self.path(&format!("{name}.log"));
         let mut command = self.command(args);
+        command.envs(env.iter().copied());
         if let Some(store) = store {
             command.env("NETWATCH_STORE", store);
         }
@@ -254,14 +264,40 @@ fn rand_suffix() -> u32 {
 
 /// GET a path from an HTTP server; (status, body).
 pub fn http_get(addr: &str, path: &str) -> Result<(u16, String), String> {
+    http_get_with(addr, path, &[])
+}
+
+/// GET a path with extra request headers; (status, body).
+pub fn http_get_with(addr: &str, path: &str, headers: &[(&str, &str)]) -> Result<(u16, String), String> {
     let mut s = TcpStream::connect(addr).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n").map_err(|e| e.to_string())?;
     let mut raw = String::new();
     s.read_to_string(&mut raw).map_err(|e| e.to_string())?;
     let (head, body) = raw.split_once("\r\n\r\n").ok_or("no HTTP header")?;
     let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or("no status")?;
     Ok((status, body.to_string()))
+}
+
+/// A role's `/metrics`, parsed as Prometheus parses the text format.
+pub fn scrape(addr: &str, headers: &[(&str, &str)]) -> Result<prometheus_parse::Scrape, String> {
+    let (status, body) = http_get_with(addr, "/metrics", headers)?;
+    if status != 200 {
+        return Err(format!("/metrics of {addr} answered {status}: {body}"));
+    }
+    prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).map_err(|e| format!("not the text format: {e}\n{body}"))
+}
+
+/// The value of the sample `name` whose labels include `labels` (a counter, gauge or
+/// untyped sample; a histogram's count under `NAME_count`).
+pub fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    use prometheus_parse::Value as V;
+    scrape.samples.iter().filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))).find_map(|s| match &s.value {
+        V::Counter(x) | V::Gauge(x) | V::Untyped(x) if s.metric == name => Some(*x),
+        V::Histogram(buckets) if format!("{}_count", s.metric) == name => buckets.last().map(|b| b.count),
+        _ => None,
+    })
 }
 
 /// Print the logs of processes (call when a test fails to see why).

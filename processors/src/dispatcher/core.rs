@@ -342,6 +342,7 @@ impl Dispatcher {
         let mut out = Vec::new();
         for tserver in evacuate {
             self.evacuated.insert(tserver, now_ms);
+            metrics::counter!("netwatch_dispatcher_moves_total", "reason" => "evacuation").increment(1);
             out.extend(self.revoke(tserver, None));
         }
         out
@@ -463,6 +464,7 @@ impl Dispatcher {
         let Some((tserver, _)) = candidate.filter(|(t, _)| owned(*t)) else { return Vec::new() };
         let Some(target) = lo.slots.iter().copied().min_by_key(|s| (self.tservers_in(*s), *s)) else { return Vec::new() };
         self.moves.push_back(now_ms);
+        metrics::counter!("netwatch_dispatcher_moves_total", "reason" => "rebalance").increment(1);
         self.revoke(tserver, Some(target))
     }
 }

@@ -15,7 +15,7 @@ use netwatch_eventlog::{
     spawn_group_consumer, spawn_tail, watch_broker, ConsumerEvent, GroupConsumer, GroupOptions, Log, LogError, Record, StartAt, Topic,
     SESSION_TIMEOUT_MS,
 };
-use netwatch_schemas::assignments::Assignment;
+use netwatch_schemas::assignments::{Assignment, Command};
 use netwatch_schemas::config::ConfigEvent;
 use netwatch_schemas::monitors::{DispatcherHeartbeat, MonitorBody, MonitorEvent};
 use netwatch_schemas::{decode, now_ms};
@@ -318,13 +318,25 @@ async fn emit(log: &Log, instance: &str, commands: Vec<Emitted>) -> Result<(), L
     }
     let topic = log.topic(Topic::Assignments);
     let mut records = Vec::with_capacity(commands.len());
+    let mut kinds = [0u64; 4];
     for (slot, command) in commands {
+        kinds[match command {
+            Command::AssignTServer(_) => 0,
+            Command::RevokeTServer(_) => 1,
+            Command::RegisterDn(_) => 2,
+            Command::UnregisterDn(_) => 3,
+        }] += 1;
         let key = command.key();
         let assignment =
             Assignment { command_id: uuid::Uuid::new_v4().to_string(), at_ms: now_ms(), dispatcher: instance.to_string(), command };
         records.push((topic.clone(), key, slot, netwatch_schemas::encode(&assignment)?));
     }
     log.producer.send_all(&records).await?;
+    for (kind, n) in ["assign_tserver", "revoke_tserver", "register_dn", "unregister_dn"].into_iter().zip(kinds) {
+        if n > 0 {
+            metrics::counter!("netwatch_dispatcher_commands_total", "command" => kind).increment(n);
+        }
+    }
     // One line per T-Server command; DN commands only in the count (and at debug).
     for (_, key, slot, _) in records.iter().filter(|r| !r.1.starts_with("dn/")) {
         info!(slot, %key, "Command appended.");

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use netwatch_eventlog::{Destination, Emitter, Log, Topic};
+use netwatch_eventlog::{Destination, EmitCounts, Emitter, Log, Topic};
 use netwatch_producers::cti::{parse_message, Capture, Message, Request, Unusable};
 use netwatch_producers::link::{open, LinkError, LinkReader, LinkWriter};
 use netwatch_schemas::calls::{CallBody, CallEvent, LinkDisconnected};
@@ -40,17 +40,79 @@ impl Default for LinkSettings {
     }
 }
 
-/// Counters the heartbeat and the status read.
-#[derive(Default)]
+/// Counters the heartbeat and the status read, mirrored in the process's metrics
+/// (`netwatch_link_*`, `netwatch_events_*_total`, labelled with the T-Server).
 pub struct LinkStats {
-    pub(super) connected: AtomicBool,
-    pub(super) registered: AtomicI64,
-    pub(super) captured: AtomicU64,
-    pub(super) lost: AtomicU64,
-    pub(super) unusable: AtomicU64,
+    connected: AtomicBool,
+    registered: AtomicI64,
+    captured: AtomicU64,
+    lost: AtomicU64,
+    unusable: AtomicU64,
+    series: LinkSeries,
+}
+
+/// One link's series in the metrics registry.
+struct LinkSeries {
+    up: metrics::Gauge,
+    connects: metrics::Counter,
+    disconnects: metrics::Counter,
+    registered: metrics::Gauge,
+    captured: metrics::Counter,
+    lost: metrics::Counter,
+    unusable: metrics::Counter,
 }
 
 impl LinkStats {
+    /// Counters of a link to `tserver`, all zero.
+    pub fn new(tserver: &TServer) -> Self {
+        let labels = [("tserver", tserver.id.to_string()), ("kind", tserver.kind.to_string())];
+        LinkStats {
+            connected: AtomicBool::new(false),
+            registered: AtomicI64::new(0),
+            captured: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
+            unusable: AtomicU64::new(0),
+            series: LinkSeries {
+                up: metrics::gauge!("netwatch_link_up", &labels),
+                connects: metrics::counter!("netwatch_link_connects_total", &labels),
+                disconnects: metrics::counter!("netwatch_link_disconnects_total", &labels),
+                registered: metrics::gauge!("netwatch_link_dns_registered", &labels),
+                captured: metrics::counter!("netwatch_events_captured_total", &labels),
+                lost: metrics::counter!("netwatch_events_lost_total", &labels),
+                unusable: metrics::counter!("netwatch_link_unusable_messages_total", &labels),
+            },
+        }
+    }
+
+    /// The link went up or down; what it was before.
+    pub(super) fn set_connected(&self, up: bool) -> bool {
+        let was = self.connected.swap(up, Ordering::Relaxed);
+        if was != up {
+            self.series.up.set(if up { 1.0 } else { 0.0 });
+            if up { &self.series.connects } else { &self.series.disconnects }.increment(1);
+        }
+        was
+    }
+
+    pub(super) fn set_registered(&self, dns: i64) {
+        self.registered.store(dns, Ordering::Relaxed);
+        self.series.registered.set(dns as f64);
+    }
+
+    /// The emitter's counts so far (they only grow); the series grow by the difference.
+    pub(super) fn publish(&self, counts: EmitCounts) {
+        let before = self.captured.swap(counts.appended, Ordering::Relaxed);
+        self.series.captured.increment(counts.appended.saturating_sub(before));
+        let before = self.lost.swap(counts.failed, Ordering::Relaxed);
+        self.series.lost.increment(counts.failed.saturating_sub(before));
+    }
+
+    /// Unusable lines so far (they only grow).
+    pub(super) fn set_unusable(&self, total: u64) {
+        let before = self.unusable.swap(total, Ordering::Relaxed);
+        self.series.unusable.increment(total.saturating_sub(before));
+    }
+
     /// Is the link up?
     pub fn connected(&self) -> bool {
         self.connected.load(Ordering::Relaxed)
@@ -85,7 +147,7 @@ pub struct LinkHandle {
 impl LinkHandle {
     /// Start watching a T-Server.
     pub fn spawn(log: Log, monitor: String, tserver: TServer, dns: BTreeSet<String>, settings: LinkSettings) -> LinkHandle {
-        let stats = Arc::new(LinkStats::default());
+        let stats = Arc::new(LinkStats::new(&tserver));
         let (dns_tx, dns_rx) = watch::channel(dns);
         let (stop_tx, stop_rx) = watch::channel(false);
         let task = match tserver.kind {
@@ -196,8 +258,8 @@ impl Runner {
                     continue;
                 }
             }
-            self.stats.registered.store(session.registered() as i64, Ordering::Relaxed);
-            self.stats.unusable.store(session.unusable_total(), Ordering::Relaxed);
+            self.stats.set_registered(session.registered() as i64);
+            self.stats.set_unusable(session.unusable_total());
             if session.is_done() {
                 break;
             }
@@ -238,7 +300,7 @@ impl Runner {
                     self.session_id = uuid::Uuid::new_v4().to_string();
                     self.link_no += 1;
                     self.unencodable = 0;
-                    self.stats.connected.store(true, Ordering::Relaxed);
+                    self.stats.set_connected(true);
                     session.opened(server, now_ms(), now)
                 }
                 Wake::Opened(Err(e)) => {
@@ -280,7 +342,7 @@ impl Runner {
                 if let Some((_, mut reader)) = self.link.take() {
                     self.salvage(&mut reader);
                 }
-                self.stats.connected.store(false, Ordering::Relaxed);
+                self.stats.set_connected(false);
                 let lost = self.emitter.failed(self.link_no) + self.unencodable;
                 if finish {
                     info!(tserver = self.tserver, endpoint = %self.endpoint, %reason, "CTI link closed.");
@@ -355,16 +417,14 @@ impl Runner {
     }
 
     fn publish_counts(&self) {
-        let counts = self.emitter.counts();
-        self.stats.captured.store(counts.appended, Ordering::Relaxed);
-        self.stats.lost.store(counts.failed, Ordering::Relaxed);
+        self.stats.publish(self.emitter.counts());
     }
 
     /// The session is over: wait a while for the broker to take what was read, then
     /// leave the rest to a background task, which is returned.
     async fn finish(mut self) -> Option<JoinHandle<()>> {
-        self.stats.connected.store(false, Ordering::Relaxed);
-        self.stats.registered.store(0, Ordering::Relaxed);
+        self.stats.set_connected(false);
+        self.stats.set_registered(0);
         let drained = self.emitter.drain(self.settings.drain_wait).await;
         self.publish_counts();
         if drained.pending > 0 {

@@ -5,7 +5,6 @@
 //! dropped and the next one resynchronises).
 
 use std::collections::BTreeSet;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -279,7 +278,7 @@ impl SipRunner {
         self.link_no += 1;
         self.session_id = uuid::Uuid::new_v4().to_string();
         self.unencodable = 0;
-        self.stats.connected.store(true, Ordering::Relaxed);
+        self.stats.set_connected(true);
         let restarted = self.model.on_hello(&hello);
         info!(tserver = self.tserver, endpoint = %self.endpoint, instance = %hello.instance, restarted, session = %self.session_id, "Kamailio evapi connected.");
         self.emit(now_ms() as i64, None, CallBody::LinkConnected(LinkConnected { endpoint: self.endpoint.clone() }));
@@ -329,7 +328,7 @@ impl SipRunner {
                         debug!(tserver = self.tserver, %type_name, ?seq, "Kamailio event of a type Netwatch does not use.");
                     }
                     Decoded::Invalid { reason } => {
-                        self.stats.unusable.fetch_add(1, Ordering::Relaxed);
+                        self.stats.set_unusable(self.stats.unusable() + 1);
                         warn!(tserver = self.tserver, %reason, "Unusable Kamailio event skipped (docs/sip.md).");
                     }
                 },
@@ -374,7 +373,7 @@ impl SipRunner {
                 self.emit(time, None, body);
             }
         }
-        self.stats.registered.store(self.announced.len() as i64, Ordering::Relaxed);
+        self.stats.set_registered(self.announced.len() as i64);
         info!(
             tserver = self.tserver,
             calls = dialogs.len(),
@@ -387,8 +386,8 @@ impl SipRunner {
 
     /// The connection is gone: count what it could not append and say so in the log.
     fn end_link(&mut self, reason: String) {
-        let was_up = self.stats.connected.swap(false, Ordering::Relaxed);
-        self.stats.registered.store(0, Ordering::Relaxed);
+        let was_up = self.stats.set_connected(false);
+        self.stats.set_registered(0);
         if !was_up {
             return;
         }
@@ -418,9 +417,7 @@ impl SipRunner {
     }
 
     fn publish_counts(&self) {
-        let counts = self.emitter.counts();
-        self.stats.captured.store(counts.appended, Ordering::Relaxed);
-        self.stats.lost.store(counts.failed, Ordering::Relaxed);
+        self.stats.publish(self.emitter.counts());
     }
 
     /// Stopped: the DNs are no longer watched; wait a while for the broker, then leave
