@@ -445,7 +445,7 @@ fn bad_config_input_exits_2_and_appends_nothing() {
     w.ok(&["config", "tserver", "create", "--id", "1", "--name", "TS1", "--host", "127.0.0.1", "--port", "7001"]);
     w.ok(&["config", "dn", "create", "--tserver", "1", "--dbid", "10", "--number", "5001"]);
     let before = w.records("config").len();
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 7] = [
         (
             &["config", "dn", "create", "--tserver", "9", "--dbid", "11", "--number", "5002"],
             "T-Server 9 does not exist; nothing was appended",
@@ -460,6 +460,11 @@ fn bad_config_input_exits_2_and_appends_nothing() {
             &["config", "tserver", "create", "--id", "1", "--name", "X", "--host", "h", "--port", "1"],
             "T-Server 1 already exists; nothing was appended",
         ),
+        (
+            &["config", "group", "create", "--tserver", "1", "--id", "3", "--name", "Sales", "--kind", "dn", "--members", "5001,5002"],
+            "T-Server 1 has no DN 5002; nothing was appended",
+        ),
+        (&["config", "group", "delete", "--tserver", "1", "--id", "3"], "T-Server 1 has no group 3; nothing was appended"),
     ];
     for (args, reason) in cases {
         let out = w.run(args);
@@ -478,6 +483,12 @@ fn bad_config_input_exits_2_and_appends_nothing() {
     let out = w.run(&["cat", "nosuchtopic"]);
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(w.records("config").len(), before);
+    // A good group goes in as config v3 and can be updated.
+    w.ok(&["config", "group", "create", "--tserver", "1", "--id", "3", "--name", "Sales", "--kind", "dn", "--members", "5001"]);
+    w.ok(&["config", "group", "update", "--tserver", "1", "--id", "3", "--name", "Sales EU"]);
+    let groups: Vec<Value> = w.records("config").into_iter().skip(before).map(|r| r["value"]["change"].clone()).collect();
+    assert_eq!(groups.len(), 2, "{groups:?}");
+    assert_eq!(groups[1], json!({"type": "GroupUpdated", "id": 3, "tserver": 1, "name": "Sales EU", "kind": "Dn", "members": ["5001"]}));
 }
 
 /// `netwatch config` validates against the snapshot the previous command left and the

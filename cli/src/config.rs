@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use netwatch_eventlog::{Log, Topic};
 use netwatch_producers::config::{ConfigState, ImportLine};
-use netwatch_schemas::config::{ConfigChange, ConfigEvent, Dn, DnRef, DnType, ServerKind, TServer, TServerRef};
+use netwatch_schemas::config::{ConfigChange, ConfigEvent, Dn, DnRef, DnType, Group, GroupKind, GroupRef, ServerKind, TServer, TServerRef};
 use netwatch_schemas::{encode, now_ms};
 
 use crate::{input, CliError, Ctx};
@@ -18,6 +18,10 @@ pub enum ConfigCmd {
     /// Directory numbers.
     #[command(subcommand)]
     Dn(DnCmd),
+    /// Agent groups and DN groups, whose statistics are kept together
+    /// (docs/statistics.md).
+    #[command(subcommand)]
+    Group(GroupCmd),
     /// Apply a JSON-lines file of changes, all or nothing.
     Import {
         /// One change per line, e.g. {"op":"create_dn","tserver":1,"dbid":101,"number":"5001"}.
@@ -102,6 +106,48 @@ pub enum DnCmd {
     },
 }
 
+#[derive(Subcommand, Debug)]
+pub enum GroupCmd {
+    Create {
+        #[arg(long)]
+        tserver: i32,
+        /// Group id (its DBID), unique across all groups.
+        #[arg(long)]
+        id: i32,
+        #[arg(long)]
+        name: String,
+        /// `agent` (members are agent ids) or `dn` (members are DNs of the T-Server).
+        #[arg(long)]
+        kind: GroupKind,
+        /// Members, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        members: Vec<String>,
+    },
+    Update {
+        #[arg(long)]
+        tserver: i32,
+        #[arg(long)]
+        id: i32,
+        #[arg(long)]
+        name: Option<String>,
+        /// The members from now on (replaces the list), comma-separated.
+        #[arg(long, value_delimiter = ',', conflicts_with_all = ["add", "remove"])]
+        members: Option<Vec<String>>,
+        /// Members to add, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        add: Vec<String>,
+        /// Members to remove, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        remove: Vec<String>,
+    },
+    Delete {
+        #[arg(long)]
+        tserver: i32,
+        #[arg(long)]
+        id: i32,
+    },
+}
+
 /// The configuration as the log holds it now (from the last command's snapshot and the
 /// records appended since: [`crate::config_snapshot`]).
 pub async fn current_state(log: &Log) -> Result<ConfigState, CliError> {
@@ -179,6 +225,24 @@ pub async fn run(ctx: &Ctx, cmd: ConfigCmd) -> Result<(), CliError> {
             let d = state.dn(tserver, &number).map_err(|e| input(e.to_string()))?;
             (vec![ConfigChange::DnDeleted(DnRef { dbid: d.dbid, tserver, number })], source())
         }
+        ConfigCmd::Group(GroupCmd::Create { tserver, id, name, kind, members }) => {
+            (vec![ConfigChange::GroupCreated(Group { id, tserver, name, kind, members })], source())
+        }
+        ConfigCmd::Group(GroupCmd::Update { tserver, id, name, members, add, remove }) => {
+            let mut g = state.group(id, tserver).map_err(|e| input(e.to_string()))?.clone();
+            g.name = name.unwrap_or(g.name);
+            if let Some(members) = members {
+                g.members = members;
+            }
+            g.members.retain(|m| !remove.contains(m));
+            for m in add {
+                if !g.members.contains(&m) {
+                    g.members.push(m);
+                }
+            }
+            (vec![ConfigChange::GroupUpdated(g)], source())
+        }
+        ConfigCmd::Group(GroupCmd::Delete { tserver, id }) => (vec![ConfigChange::GroupDeleted(GroupRef { id, tserver })], source()),
         ConfigCmd::Import { file } => {
             // Each line is turned into a change against the state as the lines before it
             // leave it, so a file can create a T-Server and then its DNs.

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use netwatch_eventlog::{read_range, Log, LogError, Record, Topic};
 use netwatch_producers::config::ConfigState;
-use netwatch_schemas::config::{ConfigEvent, Dn, TServer};
+use netwatch_schemas::config::{ConfigEvent, Dn, Group, TServer};
 use netwatch_schemas::decode;
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +36,9 @@ struct File {
     positions: BTreeMap<i32, Position>,
     tservers: Vec<TServer>,
     dns: Vec<Dn>,
+    /// Groups (`config` v3; absent from older snapshots, which had none to keep).
+    #[serde(default)]
+    groups: Vec<Group>,
 }
 
 /// Where snapshots are kept: `NETWATCH_CONFIG_SNAPSHOT` (a folder, or `off`), by default
@@ -142,7 +145,9 @@ fn load(path: &Path, topic: &str) -> Option<(ConfigState, BTreeMap<i32, Position
     if file.version != VERSION || file.topic != topic {
         return None;
     }
-    Some((ConfigState::from_parts(file.tservers, file.dns), file.positions))
+    let mut state = ConfigState::from_parts(file.tservers, file.dns);
+    state.groups = file.groups.into_iter().map(|g| (g.id, g)).collect();
+    Some((state, file.positions))
 }
 
 /// Written to a temporary file and renamed, so a reader never sees half a snapshot.
@@ -156,6 +161,7 @@ fn save(path: &Path, topic: &str, state: &ConfigState, positions: &BTreeMap<i32,
         positions: positions.clone(),
         tservers: state.tservers.values().cloned().collect(),
         dns: state.dns.values().cloned().collect(),
+        groups: state.groups.values().cloned().collect(),
     };
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, serde_json::to_vec(&file).map_err(std::io::Error::other)?)?;

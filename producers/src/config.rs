@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use netwatch_schemas::config::{ConfigChange, Dn, DnRef, ServerKind, TServer};
+use netwatch_schemas::config::{ConfigChange, Dn, DnRef, Group, GroupKind, GroupRef, ServerKind, TServer};
 use serde::Deserialize;
 
 /// Why a configuration change was refused. Each is one sentence for the operator.
@@ -25,6 +25,12 @@ pub enum Rejected {
     UnknownDn { tserver: i32, number: String },
     #[error("DN {number} on T-Server {tserver} has DBID {actual}, not {given}; nothing was appended")]
     DbidMismatch { tserver: i32, number: String, actual: i32, given: i32 },
+    #[error("T-Server {id} still has {groups} groups; delete them first; nothing was appended")]
+    TServerHasGroups { id: i32, groups: usize },
+    #[error("group {id} already exists (on T-Server {tserver}); nothing was appended")]
+    GroupExists { id: i32, tserver: i32 },
+    #[error("T-Server {tserver} has no group {id}; nothing was appended")]
+    UnknownGroup { id: i32, tserver: i32 },
     #[error("{0}; nothing was appended")]
     Invalid(String),
 }
@@ -38,6 +44,8 @@ pub struct ConfigState {
     pub dns: BTreeMap<(i32, String), Dn>,
     /// (T-Server, number) of each DN by DBID: the uniqueness check without a scan.
     by_dbid: BTreeMap<i32, (i32, String)>,
+    /// Groups by id (unique across T-Servers, like DBIDs).
+    pub groups: BTreeMap<i32, Group>,
 }
 
 impl ConfigState {
@@ -70,6 +78,12 @@ impl ConfigState {
                     self.by_dbid.remove(&old.dbid);
                 }
             }
+            ConfigChange::GroupCreated(g) | ConfigChange::GroupUpdated(g) => {
+                self.groups.insert(g.id, g.clone());
+            }
+            ConfigChange::GroupDeleted(g) => {
+                self.groups.remove(&g.id);
+            }
         }
     }
 
@@ -91,6 +105,10 @@ impl ConfigState {
                 let dns = self.dns_of(t.id).count();
                 if dns > 0 {
                     return Err(Rejected::TServerHasDns { id: t.id, dns });
+                }
+                let groups = self.groups.values().filter(|g| g.tserver == t.id).count();
+                if groups > 0 {
+                    return Err(Rejected::TServerHasGroups { id: t.id, groups });
                 }
             }
             ConfigChange::DnCreated(d) => {
@@ -121,8 +139,56 @@ impl ConfigState {
                     return Err(Rejected::DbidMismatch { tserver: *tserver, number: number.clone(), actual: current.dbid, given: *dbid });
                 }
             }
+            ConfigChange::GroupCreated(g) => {
+                self.check_group(g)?;
+                if let Some(existing) = self.groups.get(&g.id) {
+                    return Err(Rejected::GroupExists { id: g.id, tserver: existing.tserver });
+                }
+            }
+            ConfigChange::GroupUpdated(g) => {
+                self.check_group(g)?;
+                self.group(g.id, g.tserver)?;
+            }
+            ConfigChange::GroupDeleted(GroupRef { id, tserver }) => {
+                self.group(*id, *tserver)?;
+            }
         }
         Ok(())
+    }
+
+    /// A group of a known T-Server with a name and members that are well-formed, given
+    /// once each; a DN group's members are DNs of its T-Server. (A DN deleted later stays
+    /// listed and counts nothing.)
+    fn check_group(&self, g: &Group) -> Result<(), Rejected> {
+        if g.id <= 0 {
+            return Err(Rejected::Invalid(format!("group id must be positive, got {}", g.id)));
+        }
+        if g.name.trim().is_empty() || g.name.len() > 64 {
+            return Err(Rejected::Invalid("a group name is 1-64 characters".into()));
+        }
+        self.tserver(g.tserver)?;
+        let mut seen = std::collections::BTreeSet::new();
+        for m in &g.members {
+            if !seen.insert(m) {
+                return Err(Rejected::Invalid(format!("member {m:?} is listed twice")));
+            }
+            match g.kind {
+                GroupKind::Dn => {
+                    self.dn(g.tserver, m)?;
+                }
+                GroupKind::Agent => {
+                    if m.is_empty() || m.len() > 64 || m.chars().any(char::is_control) {
+                        return Err(Rejected::Invalid(format!("agent id {m:?} must be 1-64 printable characters")));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A group by id, on the given T-Server.
+    pub fn group(&self, id: i32, tserver: i32) -> Result<&Group, Rejected> {
+        self.groups.get(&id).filter(|g| g.tserver == tserver).ok_or(Rejected::UnknownGroup { id, tserver })
     }
 
     /// Validate and fold: what a producer does before appending.
@@ -218,6 +284,26 @@ pub enum ImportLine {
         tserver: i32,
         number: String,
     },
+    CreateGroup {
+        tserver: i32,
+        id: i32,
+        name: String,
+        /// `agent` or `dn`.
+        kind: String,
+        #[serde(default)]
+        members: Vec<String>,
+    },
+    UpdateGroup {
+        tserver: i32,
+        id: i32,
+        name: Option<String>,
+        /// The members from now on (replaces the list).
+        members: Option<Vec<String>>,
+    },
+    DeleteGroup {
+        tserver: i32,
+        id: i32,
+    },
 }
 
 fn default_dn_type() -> String {
@@ -264,6 +350,24 @@ impl ImportLine {
                 let d = state.dn(*tserver, number)?;
                 ConfigChange::DnDeleted(DnRef { dbid: d.dbid, tserver: *tserver, number: number.clone() })
             }
+            ImportLine::CreateGroup { tserver, id, name, kind, members } => ConfigChange::GroupCreated(Group {
+                id: *id,
+                tserver: *tserver,
+                name: name.clone(),
+                kind: kind.parse().map_err(Rejected::Invalid)?,
+                members: members.clone(),
+            }),
+            ImportLine::UpdateGroup { tserver, id, name, members } => {
+                let mut g = state.group(*id, *tserver)?.clone();
+                if let Some(n) = name {
+                    g.name = n.clone();
+                }
+                if let Some(m) = members {
+                    g.members = m.clone();
+                }
+                ConfigChange::GroupUpdated(g)
+            }
+            ImportLine::DeleteGroup { tserver, id } => ConfigChange::GroupDeleted(GroupRef { id: *id, tserver: *tserver }),
         })
     }
 }
@@ -332,6 +436,64 @@ mod tests {
         state.accept(&ConfigChange::DnDeleted(DnRef { dbid: 1, tserver: 1, number: "5001".into() })).unwrap();
         state.accept(&ConfigChange::TServerDeleted(TServerRef { id: 1 })).unwrap();
         assert_eq!(state, ConfigState::default());
+    }
+
+    fn group(id: i32, tserver: i32, kind: GroupKind, members: &[&str]) -> Group {
+        Group { id, tserver, name: format!("G{id}"), kind, members: members.iter().map(|m| m.to_string()).collect() }
+    }
+
+    #[test]
+    fn groups_are_checked_against_their_tserver_and_block_its_deletion() {
+        let mut state = ConfigState::default();
+        let sales = group(10, 1, GroupKind::Dn, &["5001", "5002"]);
+        assert_eq!(state.validate(&ConfigChange::GroupCreated(sales.clone())), Err(Rejected::UnknownTServer(1)));
+        state.accept(&ConfigChange::TServerCreated(ts(1))).unwrap();
+        state.accept(&ConfigChange::TServerCreated(ts(2))).unwrap();
+        state.accept(&ConfigChange::DnCreated(dn(1, 1, "5001"))).unwrap();
+        // A DN group's members are DNs of its T-Server.
+        let err = state.validate(&ConfigChange::GroupCreated(sales.clone())).unwrap_err();
+        assert_eq!(err.to_string(), "T-Server 1 has no DN 5002; nothing was appended");
+        state.accept(&ConfigChange::DnCreated(dn(1, 2, "5002"))).unwrap();
+        state.accept(&ConfigChange::GroupCreated(sales.clone())).unwrap();
+        // Ids are unique across T-Servers; members are listed once; agents are any ids.
+        let err = state.validate(&ConfigChange::GroupCreated(group(10, 2, GroupKind::Agent, &["a1"]))).unwrap_err();
+        assert_eq!(err, Rejected::GroupExists { id: 10, tserver: 1 });
+        let twice = group(11, 1, GroupKind::Agent, &["a1", "a1"]);
+        assert!(matches!(state.validate(&ConfigChange::GroupCreated(twice)), Err(Rejected::Invalid(r)) if r.contains("twice")));
+        state.accept(&ConfigChange::GroupCreated(group(11, 2, GroupKind::Agent, &["agent-7", "agent 8"]))).unwrap();
+        // An update or deletion names the group's own T-Server.
+        assert_eq!(
+            state.validate(&ConfigChange::GroupDeleted(GroupRef { id: 10, tserver: 2 })),
+            Err(Rejected::UnknownGroup { id: 10, tserver: 2 })
+        );
+        state.accept(&ConfigChange::GroupUpdated(group(10, 1, GroupKind::Dn, &["5002"]))).unwrap();
+        assert_eq!(state.groups[&10].members, ["5002"]);
+        // A T-Server keeps its groups until they are deleted.
+        state.accept(&ConfigChange::DnDeleted(DnRef { dbid: 1, tserver: 1, number: "5001".into() })).unwrap();
+        state.accept(&ConfigChange::DnDeleted(DnRef { dbid: 2, tserver: 1, number: "5002".into() })).unwrap();
+        let err = state.validate(&ConfigChange::TServerDeleted(TServerRef { id: 1 })).unwrap_err();
+        assert_eq!(err.to_string(), "T-Server 1 still has 1 groups; delete them first; nothing was appended");
+        state.accept(&ConfigChange::GroupDeleted(GroupRef { id: 10, tserver: 1 })).unwrap();
+        state.accept(&ConfigChange::TServerDeleted(TServerRef { id: 1 })).unwrap();
+        assert_eq!(state.groups.keys().collect::<Vec<_>>(), [&11]);
+    }
+
+    #[test]
+    fn group_import_lines_become_changes() {
+        let mut state = ConfigState::default();
+        state.accept(&ConfigChange::TServerCreated(ts(1))).unwrap();
+        let line: ImportLine =
+            serde_json::from_str(r#"{"op":"create_group","tserver":1,"id":5,"name":"Support","kind":"agent","members":["a1"]}"#).unwrap();
+        let created = line.to_change(&state).unwrap();
+        assert_eq!(created, ConfigChange::GroupCreated(Group { name: "Support".into(), ..group(5, 1, GroupKind::Agent, &["a1"]) }));
+        state.accept(&created).unwrap();
+        let line: ImportLine = serde_json::from_str(r#"{"op":"update_group","tserver":1,"id":5,"members":["a1","a2"]}"#).unwrap();
+        assert_eq!(
+            line.to_change(&state).unwrap(),
+            ConfigChange::GroupUpdated(Group { name: "Support".into(), ..group(5, 1, GroupKind::Agent, &["a1", "a2"]) })
+        );
+        let bad: ImportLine = serde_json::from_str(r#"{"op":"create_group","tserver":1,"id":6,"name":"X","kind":"queue"}"#).unwrap();
+        assert_eq!(bad.to_change(&state), Err(Rejected::Invalid("unknown group kind \"queue\" (agent or dn)".into())));
     }
 
     #[test]

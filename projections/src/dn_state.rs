@@ -60,7 +60,12 @@ pub fn apply_config(current: impl FnOnce(i32, &str) -> Option<DnState>, change: 
             row.updated_ms = row.updated_ms.max(at_ms);
             Some(row)
         }
-        ConfigChange::TServerCreated(_) | ConfigChange::TServerUpdated(_) | ConfigChange::TServerDeleted(_) => None,
+        ConfigChange::TServerCreated(_)
+        | ConfigChange::TServerUpdated(_)
+        | ConfigChange::TServerDeleted(_)
+        | ConfigChange::GroupCreated(_)
+        | ConfigChange::GroupUpdated(_)
+        | ConfigChange::GroupDeleted(_) => None,
     }
 }
 

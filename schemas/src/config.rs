@@ -1,4 +1,4 @@
-//! `config` topic: T-Servers and DNs created, updated, deleted. Key: T-Server id.
+//! `config` topic: T-Servers, DNs and groups created, updated, deleted. Key: T-Server id.
 
 use apache_avro::types::Value;
 use serde::{Deserialize, Serialize};
@@ -136,6 +136,56 @@ pub struct TServerRef {
     pub id: i32,
 }
 
+/// Whose statistics a group keeps together (v3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum GroupKind {
+    /// Agents, by agent id: wherever they log in.
+    Agent,
+    /// DNs of the T-Server, by number: the positions behind a queue, say.
+    Dn,
+}
+
+impl GroupKind {
+    /// The name in commands and import files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupKind::Agent => "agent",
+            GroupKind::Dn => "dn",
+        }
+    }
+}
+
+impl std::str::FromStr for GroupKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "agent" => Ok(GroupKind::Agent),
+            "dn" => Ok(GroupKind::Dn),
+            other => Err(format!("unknown group kind {other:?} (agent or dn)")),
+        }
+    }
+}
+
+/// A group of a T-Server (v3): agents or DNs whose statistics are kept together.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Group {
+    /// Configuration id, unique across all groups.
+    pub id: i32,
+    pub tserver: i32,
+    pub name: String,
+    pub kind: GroupKind,
+    /// Agent ids (an agent group) or DN numbers (a DN group), in the order given.
+    pub members: Vec<String>,
+}
+
+/// Identity of a group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRef {
+    pub id: i32,
+    pub tserver: i32,
+}
+
 /// What changed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]
@@ -146,6 +196,9 @@ pub enum ConfigChange {
     DnCreated(Dn),
     DnUpdated(Dn),
     DnDeleted(DnRef),
+    GroupCreated(Group),
+    GroupUpdated(Group),
+    GroupDeleted(GroupRef),
 }
 
 impl ConfigChange {
@@ -156,6 +209,8 @@ impl ConfigChange {
             ConfigChange::TServerDeleted(t) => t.id,
             ConfigChange::DnCreated(d) | ConfigChange::DnUpdated(d) => d.tserver,
             ConfigChange::DnDeleted(d) => d.tserver,
+            ConfigChange::GroupCreated(g) | ConfigChange::GroupUpdated(g) => g.tserver,
+            ConfigChange::GroupDeleted(g) => g.tserver,
         }
     }
 }
@@ -189,6 +244,9 @@ impl Event for ConfigEvent {
             ConfigChange::DnCreated(d) => member("DnCreated", d),
             ConfigChange::DnUpdated(d) => member("DnUpdated", d),
             ConfigChange::DnDeleted(d) => member("DnDeleted", d),
+            ConfigChange::GroupCreated(g) => member("GroupCreated", g),
+            ConfigChange::GroupUpdated(g) => member("GroupUpdated", g),
+            ConfigChange::GroupDeleted(g) => member("GroupDeleted", g),
         }
     }
 
@@ -200,6 +258,9 @@ impl Event for ConfigEvent {
             "DnCreated" => ConfigChange::DnCreated(parse(value)?),
             "DnUpdated" => ConfigChange::DnUpdated(parse(value)?),
             "DnDeleted" => ConfigChange::DnDeleted(parse(value)?),
+            "GroupCreated" => ConfigChange::GroupCreated(parse(value)?),
+            "GroupUpdated" => ConfigChange::GroupUpdated(parse(value)?),
+            "GroupDeleted" => ConfigChange::GroupDeleted(parse(value)?),
             other => return Err(unknown_member(Self::KIND, other)),
         };
         Ok(ConfigEvent { event_id: head.string("event_id")?, at_ms: head.long("at_ms")?, source: head.string("source")?, change })

@@ -49,6 +49,7 @@ const SOURCES: &[(SchemaKind, u32, &str)] = &[
     (SchemaKind::Config, 2, include_str!("../avro/config.v2.avsc")),
     (SchemaKind::Calls, 3, include_str!("../avro/calls.v3.avsc")),
     (SchemaKind::Assignments, 2, include_str!("../avro/assignments.v2.avsc")),
+    (SchemaKind::Config, 3, include_str!("../avro/config.v3.avsc")),
 ];
 
 /// All versions, parsed once.

@@ -2,11 +2,12 @@
 //! added `link_seq` to the envelope and `events_lost` to LinkDisconnected. Bytes written
 //! by v1 writers (committed in `golden/`) must still decode with today's code. `config`
 //! v2 and `assignments` v2 added a server `kind` and an `rpc` URL to T-Servers, `calls`
-//! v3 `cause` and `released_by` to telephony events.
+//! v3 `cause` and `released_by` to telephony events, `config` v3 groups (three members
+//! appended to the change union).
 
 use netwatch_schemas::calls::{CallBody, CallEvent, CallType, LinkDisconnected, TEventKind, Telephony};
 use netwatch_schemas::codec::encode_with;
-use netwatch_schemas::config::{ConfigChange, ConfigEvent, ServerKind, TServer};
+use netwatch_schemas::config::{ConfigChange, ConfigEvent, Group, GroupKind, GroupRef, ServerKind, TServer};
 use netwatch_schemas::monitors::{Heartbeat, MonitorBody, MonitorEvent};
 use netwatch_schemas::registry::registry;
 use netwatch_schemas::{decode, SchemaKind};
@@ -148,7 +149,7 @@ fn calls_v2_keeps_the_sequence_number_and_the_loss_count() {
 #[test]
 fn every_schema_version_parses_and_fingerprints_are_distinct() {
     let all = registry().all();
-    assert_eq!(all.len(), 12);
+    assert_eq!(all.len(), 13);
     let mut prints: Vec<_> = all.iter().map(|v| v.fingerprint).collect();
     prints.sort();
     prints.dedup();
@@ -197,7 +198,7 @@ fn config_v1_bytes_decode_as_a_cti_tserver() {
 #[test]
 fn config_v2_keeps_the_kind_and_the_rpc_url() {
     let current = registry().current(SchemaKind::Config);
-    assert_eq!(current.version, 2);
+    assert_eq!(current.version, 3);
     let mut event = golden_config_event();
     let kamailio =
         TServer { kind: ServerKind::Kamailio, rpc: Some("http://10.0.0.7:8449/RPC".into()), ..TServer::cti(7, "K7", "10.0.0.7", 8448) };
@@ -205,6 +206,41 @@ fn config_v2_keeps_the_kind_and_the_rpc_url() {
     let bytes = netwatch_schemas::encode(&event).unwrap();
     assert_eq!(bytes[2..10], current.fingerprint);
     assert_eq!(decode::<ConfigEvent>(&bytes).unwrap(), event);
+}
+
+/// A group creation in `config` v3 is the layout of the specification: the union index
+/// after v2's six members, then id, tserver, name, the enum index, the array in one block.
+#[test]
+fn config_v3_group_is_the_layout_of_the_specification() {
+    let event = ConfigEvent {
+        change: ConfigChange::GroupCreated(Group {
+            id: 12,
+            tserver: 7,
+            name: "Sales".into(),
+            kind: GroupKind::Dn,
+            members: vec!["5001".into(), "5002".into()],
+        }),
+        ..golden_config_event()
+    };
+    let v3 = registry().version(SchemaKind::Config, 3).unwrap();
+    let mut expected = vec![0xC3, 0x01];
+    expected.extend_from_slice(&v3.fingerprint);
+    string(&mut expected, "7a0e5b1c-0000-4000-8000-000000000002");
+    zigzag(&mut expected, 1_700_000_000_000);
+    string(&mut expected, "cli@host");
+    zigzag(&mut expected, 6); // union member 6: GroupCreated
+    zigzag(&mut expected, 12);
+    zigzag(&mut expected, 7);
+    string(&mut expected, "Sales");
+    zigzag(&mut expected, 1); // GroupKind symbol 1: Dn
+    zigzag(&mut expected, 2); // one block of two items
+    string(&mut expected, "5001");
+    string(&mut expected, "5002");
+    zigzag(&mut expected, 0); // end of the array
+    assert_eq!(netwatch_schemas::encode(&event).unwrap(), expected);
+    assert_eq!(decode::<ConfigEvent>(&expected).unwrap(), event);
+    let deleted = ConfigEvent { change: ConfigChange::GroupDeleted(GroupRef { id: 12, tserver: 7 }), ..golden_config_event() };
+    assert_eq!(decode::<ConfigEvent>(&netwatch_schemas::encode(&deleted).unwrap()).unwrap(), deleted);
 }
 
 #[test]

@@ -36,6 +36,11 @@ fn dn_ref() -> impl Strategy<Value = DnRef> {
     (any::<i32>(), any::<i32>(), text()).prop_map(|(dbid, tserver, number)| DnRef { dbid, tserver, number })
 }
 
+fn group() -> impl Strategy<Value = Group> {
+    (any::<i32>(), any::<i32>(), text(), prop::sample::select(vec![GroupKind::Agent, GroupKind::Dn]), prop::collection::vec(text(), 0..5))
+        .prop_map(|(id, tserver, name, kind, members)| Group { id, tserver, name, kind, members })
+}
+
 fn config_event() -> impl Strategy<Value = ConfigEvent> {
     let change = prop_oneof![
         tserver().prop_map(ConfigChange::TServerCreated),
@@ -44,6 +49,9 @@ fn config_event() -> impl Strategy<Value = ConfigEvent> {
         dn().prop_map(ConfigChange::DnCreated),
         dn().prop_map(ConfigChange::DnUpdated),
         dn_ref().prop_map(ConfigChange::DnDeleted),
+        group().prop_map(ConfigChange::GroupCreated),
+        group().prop_map(ConfigChange::GroupUpdated),
+        (any::<i32>(), any::<i32>()).prop_map(|(id, tserver)| ConfigChange::GroupDeleted(GroupRef { id, tserver })),
     ];
     (text(), any::<i64>(), text(), change).prop_map(|(event_id, at_ms, source, change)| ConfigEvent { event_id, at_ms, source, change })
 }
