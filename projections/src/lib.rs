@@ -12,6 +12,7 @@ pub mod query;
 pub mod replay;
 pub mod rows;
 pub mod runner;
+pub mod statistics;
 pub mod stats;
 pub mod store;
 
