@@ -32,8 +32,7 @@ chaos: broker-install ## The long fault suite (CHAOS_ROUNDS=6, 40 s broker outag
 		$(CARGO) test -p netwatch --test e2e_chaos -- --nocapture
 
 bench: broker-install sip-install ## Benchmarks (release build, own broker): prints a table and rewrites docs/benchmarks.md
-	$(CARGO) build --release -p netwatch
-	infra/bench.sh
+	CARGO="$(CARGO)" infra/bench.sh
 
 lint: ## cargo fmt --check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check

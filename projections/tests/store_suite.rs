@@ -123,6 +123,7 @@ async fn sqlite_store() {
     scenario(store).await;
 }
 
+#[cfg(feature = "scylla")]
 #[tokio::test]
 async fn scylla_store() {
     let Ok(nodes) = std::env::var("SCYLLA_NODES") else {

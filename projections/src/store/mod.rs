@@ -11,12 +11,14 @@
 //! writes to a retired generation ([`StoreError::Retired`]), so a late writer cannot
 //! bring rows of a dropped generation back.
 
+#[cfg(feature = "scylla")]
 mod scylla;
 mod sqlite;
 
 use std::collections::BTreeMap;
 use std::future::Future;
 
+#[cfg(feature = "scylla")]
 pub use self::scylla::ScyllaStore;
 pub use sqlite::SqliteStore;
 
@@ -212,6 +214,7 @@ pub trait Store: Clone + Send + Sync + 'static {
 #[derive(Clone)]
 pub enum AnyStore {
     Sqlite(SqliteStore),
+    #[cfg(feature = "scylla")]
     Scylla(ScyllaStore),
 }
 
@@ -224,8 +227,13 @@ pub async fn open_store(url: &str) -> Result<AnyStore, StoreError> {
         }
         return Ok(AnyStore::Sqlite(SqliteStore::open(path)?));
     }
+    #[cfg(feature = "scylla")]
     if url.starts_with("scylla://") {
         return Ok(AnyStore::Scylla(ScyllaStore::connect(url).await?));
+    }
+    #[cfg(not(feature = "scylla"))]
+    if url.starts_with("scylla://") {
+        return Err(StoreError::Url(format!("{url} (this netwatch was built without the ScyllaDB store)")));
     }
     Err(StoreError::Url(url.to_string()))
 }
@@ -234,6 +242,7 @@ macro_rules! each {
     ($self:ident, $s:ident => $e:expr) => {
         match $self {
             AnyStore::Sqlite($s) => $e,
+            #[cfg(feature = "scylla")]
             AnyStore::Scylla($s) => $e,
         }
     };
