@@ -57,7 +57,7 @@ measure() {
 }
 
 # Criterion first: it needs the machine to itself, before the broker has work.
-codec_command="cargo bench ${packages[*]} --bench codec -- --warm-up-time 0.5 --measurement-time 1.5"
+codec_command="${CARGO:-cargo} bench ${packages[*]} --bench codec -- --warm-up-time 0.5 --measurement-time 1.5"
 echo "running: $codec_command" >&2
 since=$SECONDS
 (cd "$top" && $codec_command >&2)

@@ -76,10 +76,11 @@ running() {
 
 # true while any process of the group started by `start` is alive: after a kill -9 of the
 # main process alone its workers go on serving SIP, evapi and JSON-RPC
+# (cat, not awk, opens the files: a process that exits between the glob and the read
+# makes mawk stop with an error, which read as "no process left" and left Kamailio running)
 group_alive() {
   [ -s "$pidfile" ] || return 1
-  awk -v g="$(cat "$pidfile")" '$5 == g && $3 != "Z" { found = 1 } END { exit !found }' \
-    /proc/[0-9]*/stat 2>/dev/null
+  { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v g="$(cat "$pidfile")" '$5 == g && $3 != "Z" { found = 1 } END { exit !found }'
 }
 
 # port_open PORT: true when 127.0.0.1:PORT accepts a TCP connection

@@ -35,7 +35,7 @@ mkdir -p data
 : > data/netwatch-up.log
 "$BIN" up --simulate --listen "$HTTP_ADDR" >> data/netwatch-up.log 2>&1 &
 up_pid=$!
-tail -n 0 -F --pid="$up_pid" data/netwatch-up.log 2>/dev/null | grep --line-buffered -E ' (WARN|ERROR) ' &
+tail -n +1 -F --pid="$up_pid" data/netwatch-up.log 2>/dev/null | grep --line-buffered -E ' (WARN|ERROR) ' &
 for _ in $(seq 1 120); do
   if curl -fsS "http://$HTTP_ADDR/healthz" >/dev/null 2>&1; then break; fi
   kill -0 "$up_pid" 2>/dev/null || { tail -20 data/netwatch-up.log >&2; echo "netwatch up exited; its log is above (data/netwatch-up.log)" >&2; exit 1; }

@@ -352,7 +352,17 @@ fn every_role_serves_its_metrics(w: &World, http_addr: &str, (dispatcher, monito
     assert_eq!(sample(&d, "netwatch_dispatcher_commands_total", &[("command", "assign_tserver")]), Some(2.0));
     assert_eq!(sample(&d, "netwatch_dispatcher_commands_total", &[("command", "register_dn")]), Some(10.0));
     assert_eq!(sample(&d, "netwatch_dispatcher_moves_total", &[]), None, "nothing moved");
-    assert!(sample(&d, "netwatch_consumer_lag", &[("group", &format!("{}dispatcher", w.prefix))]).is_some(), "the dispatcher's lag");
+    // Its lag, reported every 5 s, is zero once it has read all of `config`.
+    let group = format!("{}dispatcher", w.prefix);
+    let topic = format!("{}config", w.prefix);
+    wait_for("the dispatcher's lag", Duration::from_secs(15), || {
+        let lag = sample(&scrape(dispatcher, &[])?, "netwatch_consumer_lag", &[("group", &group), ("topic", &topic)]);
+        if lag == Some(0.0) {
+            Ok(())
+        } else {
+            Err(format!("{lag:?}"))
+        }
+    });
 
     // Monitor: each link up with its five DNs; every event it captured is in `calls`
     // (T-Server 1's records but the garbage one produced by hand).
@@ -392,13 +402,10 @@ fn every_role_serves_its_metrics(w: &World, http_addr: &str, (dispatcher, monito
     }
 
     // The API: request latency by route pattern and status.
-    let before = sample(&scrape(http_addr, &[]).unwrap(), "netwatch_http_request_duration_seconds_count", &[("route", "/v1/projections")]);
+    let labels = [("route", "/v1/projections"), ("method", "GET"), ("status", "200")];
+    let before = sample(&scrape(http_addr, &[]).unwrap(), "netwatch_http_request_duration_seconds_count", &labels);
     assert_eq!(http_get(http_addr, "/v1/projections").unwrap().0, 200);
-    let after = sample(
-        &scrape(http_addr, &[]).unwrap(),
-        "netwatch_http_request_duration_seconds_count",
-        &[("route", "/v1/projections"), ("status", "200")],
-    );
+    let after = sample(&scrape(http_addr, &[]).unwrap(), "netwatch_http_request_duration_seconds_count", &labels);
     assert_eq!(after, Some(before.unwrap_or(0.0) + 1.0));
 }
 
@@ -418,7 +425,8 @@ fn with_a_token_every_request_but_healthz_needs_it() {
         assert_eq!(http_get(addr, "/metrics").unwrap().0, 401, "{addr}");
         assert_eq!(http_get_with(addr, "/metrics", &[("Authorization", "Bearer wrong-token")]).unwrap().0, 401, "{addr}");
         assert_eq!(http_get_with(addr, "/metrics", &[("Authorization", "Bearer s3cret-token")]).unwrap().0, 200, "{addr}");
-        assert_eq!(http_get(addr, "/metrics?access_token=s3cret-token").unwrap().0, 200, "{addr}");
+        assert_eq!(http_get_with(addr, "/metrics", &[("Authorization", "bearer s3cret-token")]).unwrap().0, 200, "{addr}: any case");
+        assert_eq!(http_get(addr, "/metrics?access_token=s3cret-token").unwrap().0, 401, "{addr}: not in the URL");
     }
     assert_eq!(http_get(&http, "/v1/projections").unwrap().0, 401);
     assert_eq!(http_get_with(&http, "/v1/projections", &[("Authorization", "Bearer s3cret-token")]).unwrap().0, 200);

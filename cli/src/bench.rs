@@ -125,9 +125,7 @@ impl Figure {
         Figure { name, events, rates: Vec::new() }
     }
     fn median(&self) -> f64 {
-        let mut r = self.rates.clone();
-        r.sort_by(f64::total_cmp);
-        r[r.len() / 2]
+        spread(&self.rates).0
     }
     fn min(&self) -> f64 {
         self.rates.iter().copied().fold(f64::INFINITY, f64::min)
@@ -507,10 +505,15 @@ fn codec(dir: &std::path::Path) -> Result<(), CliError> {
 }
 
 /// Median, min and max of measured values.
+/// (median, min, max) of at least one value; the median of an even count is the mean of
+/// the middle two.
 pub(crate) fn spread(values: &[f64]) -> (f64, f64, f64) {
     let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);
-    (v[v.len() / 2], v[0], v[v.len() - 1])
+    let (Some(&lo), Some(&hi)) = (v.first(), v.last()) else { return (f64::NAN, f64::NAN, f64::NAN) };
+    let mid = v.len() / 2;
+    let median = if v.len().is_multiple_of(2) { (v[mid - 1] + v[mid]) / 2.0 } else { v[mid] };
+    (median, lo, hi)
 }
 
 /// Run this binary with `args` against the topics under `prefix`, keeping configuration
@@ -625,5 +628,18 @@ pub(crate) fn yes(met: bool) -> &'static str {
         "yes"
     } else {
         "**no**"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spread;
+
+    #[test]
+    fn the_median_of_an_even_count_is_the_mean_of_the_middle_two() {
+        assert_eq!(spread(&[3.0, 1.0, 2.0]), (2.0, 1.0, 3.0));
+        assert_eq!(spread(&[14_715.0, 15_543.0]), (15_129.0, 14_715.0, 15_543.0));
+        assert_eq!(spread(&[4.0, 1.0, 3.0, 2.0]), (2.5, 1.0, 4.0));
+        assert!(spread(&[]).0.is_nan());
     }
 }

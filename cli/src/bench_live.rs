@@ -73,6 +73,8 @@ impl Role {
             .env("NETWATCH_TOPIC_PREFIX", prefix)
             .env("NETWATCH_STORE", store)
             .env("NETWATCH_LOG", "warn")
+            // The bench's own HTTP clients carry no token.
+            .env_remove("NETWATCH_API_TOKEN")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(err)

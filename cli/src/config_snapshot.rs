@@ -19,7 +19,9 @@ use netwatch_schemas::decode;
 use serde::{Deserialize, Serialize};
 
 /// File format version: a file of another version is ignored.
-const VERSION: u32 = 1;
+/// 2: groups (config v3). A snapshot of another version is read again from the log: one
+/// an older binary wrote may have stepped over records it could not decode.
+const VERSION: u32 = 2;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Position {

@@ -150,15 +150,18 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    if cli.api_token.as_deref().is_some_and(|t| t.trim().is_empty()) {
-        eprintln!("netwatch: the API token (--api-token or NETWATCH_API_TOKEN) is empty; set a token or leave it unset");
+    if cli.api_token.as_deref().is_some_and(|t| t.trim().is_empty() || t.trim().contains(char::is_whitespace)) {
+        eprintln!(
+            "netwatch: the API token (--api-token or NETWATCH_API_TOKEN) is empty or has spaces inside; set one word or leave it unset"
+        );
         return ExitCode::from(2);
     }
     let ctx = Ctx {
         kafka: KafkaConfig { brokers: cli.brokers.clone(), extra: cli.kafka_options.clone() },
         topics: Topics { prefix: cli.topic_prefix.clone(), ..Topics::default() },
         store: cli.store.clone(),
-        api_token: cli.api_token.as_deref().map(|t| netwatch_projections::http::Token(t.into())),
+        // Trimmed: a secret file's trailing newline is not part of the token.
+        api_token: cli.api_token.as_deref().map(|t| netwatch_projections::http::Token(t.trim().into())),
         long_running: long_running || matches!(cli.command, Command::Replay(_)),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

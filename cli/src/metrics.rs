@@ -24,6 +24,10 @@ const BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.
 /// How often histograms are folded and the producer's queue is sampled.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
+/// A gauge nobody set for this long is dropped: the lag of a consumer that stopped, the
+/// link of a T-Server another monitor took. Live gauges are set at least every 5 s.
+const GAUGE_IDLE: Duration = Duration::from_secs(60);
+
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// The process's recorder, installed by the first call (before any series is created:
@@ -31,12 +35,12 @@ static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 fn handle() -> Option<&'static PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
-            let installed = PrometheusBuilder::new().set_buckets(BUCKETS).and_then(|b| b.install_recorder());
+            let installed = PrometheusBuilder::new()
+                .set_buckets(BUCKETS)
+                .map(|b| b.idle_timeout(metrics_util::MetricKindMask::GAUGE, Some(GAUGE_IDLE)))
+                .and_then(|b| b.install_recorder());
             match installed {
-                Ok(handle) => {
-                    metrics::gauge!("netwatch_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
-                    Some(handle)
-                }
+                Ok(handle) => Some(handle),
                 Err(e) => {
                     warn!(error = %e, "Metrics are off: the recorder could not be installed.");
                     None
@@ -51,16 +55,17 @@ fn handle() -> Option<&'static PrometheusHandle> {
 /// start.
 pub fn start(log: Option<&Log>) {
     let Some(handle) = handle() else { return };
-    let producer = log.map(|l| l.producer.clone());
+    let producer = log.map(|l| (l.producer.clone(), metrics::gauge!("netwatch_produce_queue_depth")));
+    let build = metrics::gauge!("netwatch_build_info", "version" => env!("CARGO_PKG_VERSION"));
     tokio::spawn(async move {
-        let depth = metrics::gauge!("netwatch_produce_queue_depth");
         let mut every = tokio::time::interval(UPKEEP_EVERY);
         loop {
             every.tick().await;
-            handle.run_upkeep();
-            if let Some(p) = &producer {
+            build.set(1.0);
+            if let Some((p, depth)) = &producer {
                 depth.set(p.in_flight() as f64);
             }
+            handle.run_upkeep();
         }
     });
 }

@@ -117,6 +117,11 @@ fn cell(name: &str, v: &Value) -> String {
 /// duration.
 fn millis(ms: i64) -> String {
     const EPOCH_2001_MS: i64 = 978_307_200_000;
+    // humantime prints years up to 9999 (253 402 300 800 000 ms is 10000-01-01).
+    const YEAR_10000_MS: i64 = 253_402_300_800_000;
+    if ms >= YEAR_10000_MS {
+        return ms.to_string();
+    }
     if ms >= EPOCH_2001_MS {
         let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms as u64);
         return humantime::format_rfc3339_seconds(t).to_string().replace('T', " ").replace('Z', "");
@@ -158,5 +163,7 @@ mod tests {
         let legs = out.find("legs:").expect("the legs' table");
         assert!(out[legs..].contains("5002") && out[legs..].contains("2s"), "{out}");
         assert_eq!(render(&json!([])), "(none)\n");
+        // A timestamp humantime cannot print is shown as the number, not a panic.
+        assert!(render(&json!({"updated_ms": i64::MAX})).contains(&i64::MAX.to_string()));
     }
 }

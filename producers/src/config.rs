@@ -140,14 +140,14 @@ impl ConfigState {
                 }
             }
             ConfigChange::GroupCreated(g) => {
-                self.check_group(g)?;
+                self.check_group(g, &[])?;
                 if let Some(existing) = self.groups.get(&g.id) {
                     return Err(Rejected::GroupExists { id: g.id, tserver: existing.tserver });
                 }
             }
             ConfigChange::GroupUpdated(g) => {
-                self.check_group(g)?;
-                self.group(g.id, g.tserver)?;
+                let listed = &self.group(g.id, g.tserver)?.members;
+                self.check_group(g, listed)?;
             }
             ConfigChange::GroupDeleted(GroupRef { id, tserver }) => {
                 self.group(*id, *tserver)?;
@@ -157,9 +157,9 @@ impl ConfigState {
     }
 
     /// A group of a known T-Server with a name and members that are well-formed, given
-    /// once each; a DN group's members are DNs of its T-Server. (A DN deleted later stays
-    /// listed and counts nothing.)
-    fn check_group(&self, g: &Group) -> Result<(), Rejected> {
+    /// once each; a DN group's new members are DNs of its T-Server (a DN deleted after it
+    /// was listed may stay listed, and counts nothing).
+    fn check_group(&self, g: &Group, listed: &[String]) -> Result<(), Rejected> {
         if g.id <= 0 {
             return Err(Rejected::Invalid(format!("group id must be positive, got {}", g.id)));
         }
@@ -173,9 +173,10 @@ impl ConfigState {
                 return Err(Rejected::Invalid(format!("member {m:?} is listed twice")));
             }
             match g.kind {
-                GroupKind::Dn => {
+                GroupKind::Dn if !listed.contains(m) => {
                     self.dn(g.tserver, m)?;
                 }
+                GroupKind::Dn => {}
                 GroupKind::Agent => {
                     if m.is_empty() || m.len() > 64 || m.chars().any(char::is_control) {
                         return Err(Rejected::Invalid(format!("agent id {m:?} must be 1-64 printable characters")));
@@ -471,6 +472,10 @@ mod tests {
         // A T-Server keeps its groups until they are deleted.
         state.accept(&ConfigChange::DnDeleted(DnRef { dbid: 1, tserver: 1, number: "5001".into() })).unwrap();
         state.accept(&ConfigChange::DnDeleted(DnRef { dbid: 2, tserver: 1, number: "5002".into() })).unwrap();
+        // The deleted DN may stay listed when the group is renamed, not be added again.
+        state.accept(&ConfigChange::GroupUpdated(Group { name: "Sales EU".into(), ..group(10, 1, GroupKind::Dn, &["5002"]) })).unwrap();
+        let readded = ConfigChange::GroupUpdated(group(10, 1, GroupKind::Dn, &["5002", "5001"]));
+        assert_eq!(state.validate(&readded), Err(Rejected::UnknownDn { tserver: 1, number: "5001".into() }));
         let err = state.validate(&ConfigChange::TServerDeleted(TServerRef { id: 1 })).unwrap_err();
         assert_eq!(err.to_string(), "T-Server 1 still has 1 groups; delete them first; nothing was appended");
         state.accept(&ConfigChange::GroupDeleted(GroupRef { id: 10, tserver: 1 })).unwrap();

@@ -187,7 +187,18 @@ pub async fn track(request: Request, next: Next) -> Response {
         Some(m) => m.as_str().to_string(),
         None => "unmatched".to_string(),
     };
-    let method = request.method().as_str().to_string();
+    // The standard methods by name, anything else as one value (a client must not be able
+    // to add series).
+    let method: &'static str = match request.method().as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "PATCH" => "PATCH",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    };
     let start = Instant::now();
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
@@ -200,9 +211,9 @@ pub async fn track(request: Request, next: Next) -> Response {
 #[derive(Clone)]
 pub struct Token(pub Arc<str>);
 
-/// Middleware: without the token (header `Authorization: Bearer T`, or the query
-/// parameter `access_token=T` for a browser's EventSource, RFC 6750 2.3), 401. Compared in
-/// constant time.
+/// Middleware: without the token (header `Authorization: Bearer T`, the scheme in any
+/// case), 401. Compared in constant time: the time depends on the configured token's
+/// length only, not on what was given.
 pub async fn require_token(State(token): State<Token>, request: Request, next: Next) -> Response {
     if request.uri().path() == "/healthz" || token_matches(&token, &request) {
         return next.run(request).await;
@@ -213,24 +224,50 @@ pub async fn require_token(State(token): State<Token>, request: Request, next: N
 }
 
 fn token_matches(token: &Token, request: &Request) -> bool {
-    let from_header =
-        request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
-    let from_query = request.uri().query().into_iter().flat_map(|q| q.split('&')).find_map(|kv| kv.strip_prefix("access_token="));
-    from_header.or(from_query).is_some_and(|given| bool::from(given.as_bytes().ct_eq(token.0.as_bytes())))
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim().as_bytes())
+        .unwrap_or_default();
+    same(given, token.0.as_bytes())
 }
 
-/// Wear the layers of every role's HTTP server: request metrics, then the token if set.
+/// `given == expected` in time that depends on `expected.len()` only.
+fn same(given: &[u8], expected: &[u8]) -> bool {
+    let mut equal = (given.len() as u64).ct_eq(&(expected.len() as u64));
+    for (i, e) in expected.iter().enumerate() {
+        equal &= given.get(i).copied().unwrap_or(0).ct_eq(e);
+    }
+    bool::from(equal)
+}
+
+/// Wear the layers of every role's HTTP server: the token if set, inside the request
+/// metrics (so refused requests are counted too).
 pub fn guarded(app: Router, token: Option<Token>) -> Router {
-    let app = app.layer(axum::middleware::from_fn(track));
-    match token {
+    let app = match token {
         Some(token) => app.layer(axum::middleware::from_fn_with_state(token, require_token)),
         None => app,
-    }
+    };
+    app.layer(axum::middleware::from_fn(track))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_match_only_when_equal_whatever_their_lengths() {
+        assert!(same(b"s3cret", b"s3cret"));
+        assert!(!same(b"s3cre", b"s3cret"));
+        assert!(!same(b"s3crett", b"s3cret"));
+        assert!(!same(b"s3cres", b"s3cret"));
+        assert!(!same(b"", b"s3cret"));
+        // A prefix padded with what `same` fills in beyond the given bytes is no match.
+        assert!(!same(b"s3cre\0", b"s3cret"));
+    }
 
     #[test]
     fn the_openapi_document_describes_every_query_route() {

@@ -101,7 +101,8 @@ impl Tally {
         let known = self.answered + self.abandoned;
         Figures {
             abandoned_pct: pct(self.abandoned, known),
-            service_level_pct: pct(self.answered_in_threshold, known.saturating_sub(self.short_abandoned)).map(|p| p.min(100.0)),
+            // In threshold ≤ answered and short ≤ abandoned, so never above 100.
+            service_level_pct: pct(self.answered_in_threshold, known.saturating_sub(self.short_abandoned)),
             asa_ms: avg(self.answer_wait_ms, self.answered),
             avg_talk_ms: avg(self.talk_ms, self.handled),
             avg_hold_ms: avg(self.hold_ms, self.hold_count),
@@ -132,15 +133,14 @@ pub enum Status {
 }
 
 impl Tally {
-    /// Count `ms` of a stretch in `status`, the agent logged in or not, with the not-ready
-    /// `reason` (`""` for none).
+    /// Count `ms` of a stretch in `status` with the not-ready `reason` (`""` for none).
+    /// Agent time is the time of a logged-in agent: a DN without one (an extension's
+    /// call) adds nothing, so occupancy never exceeds 100 %.
     pub fn stretch(&mut self, status: Status, logged_in: bool, reason: &str, ms: i64) {
-        if status == Status::Unknown || ms <= 0 {
+        if status == Status::Unknown || !logged_in || ms <= 0 {
             return;
         }
-        if logged_in {
-            self.logged_in_ms += ms;
-        }
+        self.logged_in_ms += ms;
         match status {
             Status::NotReady => self.not_ready(reason, ms),
             Status::AfterCallWork => {
@@ -403,6 +403,7 @@ mod tests {
             t.stretch(status, true, reason, to - from);
         }
         t.stretch(Status::Unknown, true, "", 60 * S);
+        t.stretch(Status::Talking, false, "", 60 * S);
         assert_eq!((t.logged_in_ms, t.not_ready_ms, t.busy_ms, t.after_call_work_ms), (900 * S, 300 * S, 210 * S, 30 * S));
         assert_eq!(
             (a1().logged_in_ms, a1().not_ready_ms, a1().busy_ms, a1().after_call_work_ms),

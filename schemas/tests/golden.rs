@@ -206,6 +206,10 @@ fn config_v2_keeps_the_kind_and_the_rpc_url() {
     let bytes = netwatch_schemas::encode(&event).unwrap();
     assert_eq!(bytes[2..10], current.fingerprint);
     assert_eq!(decode::<ConfigEvent>(&bytes).unwrap(), event);
+    // What a v2 writer wrote still reads the same.
+    let v2 = registry().version(SchemaKind::Config, 2).unwrap();
+    let old = encode_with(&v2.schema, &v2.fingerprint, &event).unwrap();
+    assert_eq!((&old[2..10], decode::<ConfigEvent>(&old).unwrap()), (&v2.fingerprint[..], event));
 }
 
 /// A group creation in `config` v3 is the layout of the specification: the union index

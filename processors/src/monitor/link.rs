@@ -41,7 +41,10 @@ impl Default for LinkSettings {
 }
 
 /// Counters the heartbeat and the status read, mirrored in the process's metrics
-/// (`netwatch_link_*`, `netwatch_events_*_total`, labelled with the T-Server).
+/// (`netwatch_link_*`, `netwatch_events_*_total`, labelled with the T-Server and the
+/// monitor). The gauges are set again at every heartbeat ([`LinkStats::refresh`]): the
+/// registry drops a gauge nobody sets for a minute, so a link this monitor no longer holds
+/// leaves no series behind.
 pub struct LinkStats {
     connected: AtomicBool,
     registered: AtomicI64,
@@ -63,9 +66,9 @@ struct LinkSeries {
 }
 
 impl LinkStats {
-    /// Counters of a link to `tserver`, all zero.
-    pub fn new(tserver: &TServer) -> Self {
-        let labels = [("tserver", tserver.id.to_string()), ("kind", tserver.kind.to_string())];
+    /// Counters of `monitor`'s link to `tserver`, all zero.
+    pub fn new(tserver: &TServer, monitor: &str) -> Self {
+        let labels = [("tserver", tserver.id.to_string()), ("kind", tserver.kind.to_string()), ("monitor", monitor.to_string())];
         LinkStats {
             connected: AtomicBool::new(false),
             registered: AtomicI64::new(0),
@@ -92,6 +95,12 @@ impl LinkStats {
             if up { &self.series.connects } else { &self.series.disconnects }.increment(1);
         }
         was
+    }
+
+    /// Set the gauges again (see the type's note).
+    pub fn refresh(&self) {
+        self.series.up.set(if self.connected() { 1.0 } else { 0.0 });
+        self.series.registered.set(self.registered() as f64);
     }
 
     pub(super) fn set_registered(&self, dns: i64) {
@@ -147,7 +156,7 @@ pub struct LinkHandle {
 impl LinkHandle {
     /// Start watching a T-Server.
     pub fn spawn(log: Log, monitor: String, tserver: TServer, dns: BTreeSet<String>, settings: LinkSettings) -> LinkHandle {
-        let stats = Arc::new(LinkStats::new(&tserver));
+        let stats = Arc::new(LinkStats::new(&tserver, &monitor));
         let (dns_tx, dns_rx) = watch::channel(dns);
         let (stop_tx, stop_rx) = watch::channel(false);
         let task = match tserver.kind {

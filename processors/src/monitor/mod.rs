@@ -486,6 +486,9 @@ impl Monitor {
     }
 
     fn heartbeat(&self) {
+        for link in self.links.values() {
+            link.stats.refresh();
+        }
         let sessions = self.links.values().filter(|h| h.stats.connected()).count() as i32;
         let dns = self.links.values().map(|h| h.stats.registered()).sum::<i64>() as i32;
         let body = Heartbeat {
