@@ -230,10 +230,11 @@ impl Emitter {
         Drained { counts: self.counts, pending: self.len() }
     }
 
-    /// Hand what is still in flight to a background task that settles it and logs the
+    /// Hand what is still in flight to a background task that settles it, logs the
     /// outcome as `what` (the records stay queued in the producer and are delivered when
-    /// the broker answers); the task, if anything was in flight.
-    pub fn detach(mut self, what: String) -> Option<JoinHandle<()>> {
+    /// the broker answers) and gives the final counts to `done`; the task, if anything was
+    /// in flight.
+    pub fn detach(mut self, what: String, done: impl FnOnce(EmitCounts) + Send + 'static) -> Option<JoinHandle<()>> {
         if self.is_empty() {
             return None;
         }
@@ -250,6 +251,7 @@ impl Emitter {
             } else {
                 info!(%what, appended = self.counts.appended - before.appended, "Background delivery finished.");
             }
+            done(self.counts);
         }))
     }
 }

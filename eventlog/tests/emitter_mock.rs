@@ -137,3 +137,30 @@ async fn a_one_shot_producers_sends_expire_while_the_broker_is_down() {
     }
     assert_eq!((e.failed(7), e.counts().failed), (1, 1));
 }
+
+/// A stopped link hands its unacknowledged records to the background: when the broker
+/// takes them, the final counts reach the caller (the link's metrics), every record once.
+#[tokio::test]
+async fn detached_records_are_counted_when_the_broker_takes_them() {
+    let mock = cluster();
+    let brokers = mock.bootstrap_servers();
+    let mut e = emitter(&brokers, 100);
+    e.push(0, b"before".to_vec());
+    assert_eq!(e.settle().await, Settled::Appended(0));
+    mock.broker_down(1).unwrap();
+    for r in records(10) {
+        e.push(0, r.into_bytes());
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let task = e.detach("test".into(), move |counts| {
+        let _ = tx.send(counts);
+    });
+    assert!(task.is_some(), "ten records were in flight");
+    mock.broker_up(1).unwrap();
+    let counts = tokio::time::timeout(Duration::from_secs(60), rx).await.expect("settled within a minute").unwrap();
+    assert_eq!((counts.appended, counts.failed), (11, 0), "the one before the stop and the ten after");
+    assert_eq!(read_back(&brokers, 11).len(), 11);
+    // Nothing in flight: no task, and nothing to report.
+    let idle = emitter(&brokers, 10);
+    assert!(idle.detach("idle".into(), |_| panic!("not called")).is_none());
+}

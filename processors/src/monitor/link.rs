@@ -443,7 +443,9 @@ impl Runner {
                 "The broker has not acknowledged every captured event yet; they stay queued."
             );
         }
-        self.emitter.detach(format!("T-Server {} events", self.tserver))
+        // What the broker settles later still counts in the link's series.
+        let stats = self.stats.clone();
+        self.emitter.detach(format!("T-Server {} events", self.tserver), move |counts| stats.publish(counts))
     }
 }
 

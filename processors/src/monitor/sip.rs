@@ -439,7 +439,8 @@ impl SipRunner {
                 "The broker has not acknowledged every captured event yet; they stay queued."
             );
         }
-        self.emitter.detach(format!("Kamailio {} events", self.tserver))
+        let stats = self.stats.clone();
+        self.emitter.detach(format!("Kamailio {} events", self.tserver), move |counts| stats.publish(counts))
     }
 }
 
