@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 
 .DEFAULT_GOAL := help
-.PHONY: help build run run-sip test bench chaos lint fmt broker-install sip-install broker-up broker-down up down clean
+.PHONY: help build run run-sip test bench chaos lint fmt broker-install sip-install browser-install broker-up broker-down up down clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -20,6 +20,8 @@ run-sip: broker-install sip-install build ## Like run, but Netwatch watches a lo
 test: broker-install ## Run the whole suite: unit, property and end-to-end tests against a real broker
 	@# Kamailio and SIPp for the SIP tests; where they cannot be installed those tests say so and skip.
 	infra/kamailio.sh install || echo "Kamailio/SIPp could not be installed: the SIP tests will be skipped (see above)"
+	@# Chromium and ChromeDriver for the wallboard's browser test; without them that test says so and skips.
+	infra/chromium.sh install || echo "Chromium/ChromeDriver could not be installed: the wallboard browser test will be skipped (see above)"
 	@# Tests and binaries only: the criterion benches build under `make bench` (and `make lint` checks them).
 	$(CARGO) build --workspace --tests --bins
 	@# cargo-nextest (on the build machines) runs tests two at a time, each in its own process
@@ -46,6 +48,9 @@ broker-install: ## Install tansu 0.6.0 with cargo unless that version is install
 
 sip-install: ## Install Kamailio 5.6 and SIPp from Debian unless they are there (the SIP tests and `make run-sip` use them)
 	infra/kamailio.sh install
+
+browser-install: ## Install Chromium and ChromeDriver from Debian unless they are there (the wallboard's browser test uses them)
+	infra/chromium.sh install
 
 broker-up: broker-install build ## Start the broker on 127.0.0.1:9092 (BROKER_PORT=... to change; data in data/broker)
 	infra/broker.sh start

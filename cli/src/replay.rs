@@ -12,7 +12,7 @@ use crate::{input, CliError, Ctx};
 
 #[derive(Args, Debug)]
 pub struct ReplayArgs {
-    /// dn-state or call-history.
+    /// dn-state, call-history or statistics.
     projection: String,
     /// Consumer group name (after the topic prefix) of the store's projection runners.
     #[arg(long, env = "NETWATCH_PROJECTION_GROUP", default_value = "projection")]
@@ -21,7 +21,7 @@ pub struct ReplayArgs {
 
 #[derive(Args, Debug)]
 pub struct ChecksumArgs {
-    /// dn-state or call-history.
+    /// dn-state, call-history or statistics.
     projection: String,
 }
 

@@ -11,6 +11,8 @@ use netwatch_processors::monitor::{self, LinkSettings, MonitorConfig};
 use netwatch_producers::sim::traffic::TrafficConfig;
 use netwatch_producers::sim::{SimConfig, SimMode};
 use netwatch_projections::http::{router, serve as serve_http, ApiState};
+use netwatch_projections::stat_query::Settings as StatSettings;
+use netwatch_projections::wallboard::Hub;
 use netwatch_projections::runner::Metrics;
 use netwatch_projections::Projection;
 use netwatch_schemas::config::{ConfigChange, Dn, DnType, TServer};
@@ -109,7 +111,7 @@ pub struct MonitorArgs {
 pub enum ProjectionsCmd {
     /// Run projections into the store.
     Run {
-        /// dn-state, call-history, or all.
+        /// dn-state, call-history, statistics, or all.
         #[arg(long, default_value = "all")]
         projection: String,
         /// Consumer group name (after the topic prefix): instances writing the same store
@@ -128,6 +130,34 @@ pub struct ServeArgs {
     /// Address of the HTTP API.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: String,
+    #[command(flatten)]
+    stats: StatsArgs,
+}
+
+/// How the API reads statistics and feeds wallboards (docs/statistics.md).
+#[derive(Args, Debug)]
+pub struct StatsArgs {
+    /// Time zone of "since midnight" statistics (IANA name, e.g. Europe/Paris).
+    #[arg(long, env = "NETWATCH_STATS_TZ", default_value = "UTC")]
+    stats_time_zone: String,
+    /// Wallboard tile thresholds, STAT=AMBER:RED separated by commas (e.g.
+    /// service_level_pct=85:75,asa_ms=15000:30000); the rest keep their defaults.
+    #[arg(long, env = "NETWATCH_THRESHOLDS", default_value = "")]
+    thresholds: String,
+    /// Wallboard event streams open at once, at most.
+    #[arg(long, default_value_t = netwatch_projections::wallboard::DEFAULT_MAX_CLIENTS)]
+    max_wallboard_streams: usize,
+}
+
+impl StatsArgs {
+    /// The API's state over `store`; a bad setting is a one-line input error.
+    fn api_state(&self, store: netwatch_projections::AnyStore) -> Result<ApiState, CliError> {
+        let settings = StatSettings::default()
+            .with_time_zone(&self.stats_time_zone)
+            .and_then(|s| s.with_thresholds(&self.thresholds))
+            .map_err(input)?;
+        Ok(ApiState { store, settings: Arc::new(settings), hub: Hub::new(self.max_wallboard_streams) })
+    }
 }
 
 #[derive(Args, Debug)]
@@ -135,6 +165,8 @@ pub struct UpArgs {
     /// Address of the HTTP API.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: String,
+    #[command(flatten)]
+    stats: StatsArgs,
     /// Monitors to run in this process.
     #[arg(long, default_value_t = 1)]
     monitors: u32,
@@ -279,17 +311,18 @@ pub async fn projections(ctx: &Ctx, cmd: ProjectionsCmd) -> Result<(), CliError>
 
 pub async fn serve(ctx: &Ctx, args: ServeArgs) -> Result<(), CliError> {
     let store = crate::replay::store(ctx).await?;
+    let state = args.stats.api_state(store)?;
     let listener = TcpListener::bind(&args.listen).await.map_err(|e| input(format!("cannot listen on {}: {e}", args.listen)))?;
     info!(addr = %listener.local_addr()?, "HTTP API listening.");
     crate::metrics::start(None);
-    let app = api(store, ctx.log()?, ctx);
+    let app = api(state, ctx.log()?, ctx);
     serve_http(listener, app, shutdown_on_signal()).await?;
     Ok(())
 }
 
 /// The HTTP API of `serve` and `up`: queries, status, metrics, behind the token if set.
-fn api(store: netwatch_projections::AnyStore, log: Log, ctx: &Ctx) -> axum::Router {
-    let app = router(ApiState { store }).merge(crate::status::router(log, Liveness::default())).merge(crate::metrics::router());
+fn api(state: ApiState, log: Log, ctx: &Ctx) -> axum::Router {
+    let app = router(state).merge(crate::status::router(log, Liveness::default())).merge(crate::metrics::router());
     netwatch_projections::http::guarded(app, ctx.api_token.clone())
 }
 
@@ -340,6 +373,7 @@ fn sim_dn(tserver: i32, i: i32) -> String {
 
 pub async fn up(ctx: &Ctx, args: UpArgs) -> Result<(), CliError> {
     let store = crate::replay::store(ctx).await?;
+    let state = args.stats.api_state(store.clone())?;
     let listener = TcpListener::bind(&args.listen).await.map_err(|e| input(format!("cannot listen on {}: {e}", args.listen)))?;
     wait_until_ready(&ctx.kafka, Duration::from_secs(30)).await?;
     create_topics(&ctx.kafka, &ctx.topics).await?;
@@ -388,7 +422,7 @@ pub async fn up(ctx: &Ctx, args: UpArgs) -> Result<(), CliError> {
     let addr = listener.local_addr()?;
     {
         let shutdown = shutdown.clone();
-        let app = api(store.clone(), log.clone(), ctx);
+        let app = api(state, log.clone(), ctx);
         tasks.spawn(async move { Ok(serve_http(listener, app, shutdown).await?) });
     }
     info!(http = %addr, "Netwatch is up.");

@@ -63,7 +63,10 @@ pub fn apply(current: Option<CallRecord>, tserver: i32, t: &Telephony, at: i64) 
             call.answered_ms.get_or_insert(at);
         }
         TEventKind::Held => {
-            leg.held_since_ms.get_or_insert(at);
+            if leg.held_since_ms.is_none() {
+                leg.held_since_ms = Some(at);
+                leg.hold_count += 1;
+            }
         }
         TEventKind::Retrieved => close_hold(leg, at),
         TEventKind::PartyChanged => {}

@@ -18,16 +18,35 @@ use tokio::sync::watch;
 
 use crate::query::{self, QueryError, Window};
 use crate::runner::Projection;
+use crate::stat_query::{self, Object, Profile, Settings};
+use crate::wallboard::{self, Hub};
 use crate::store::{current_gen, AnyStore, Store, StoreError};
 
 /// What handlers share.
 #[derive(Clone)]
 pub struct ApiState {
     pub store: AnyStore,
+    /// Time zone and thresholds of the statistics.
+    pub settings: Arc<Settings>,
+    /// The wallboard streams.
+    pub hub: Hub,
+}
+
+impl ApiState {
+    /// Handlers over `store` with the default statistics settings and stream bound.
+    pub fn new(store: AnyStore) -> Self {
+        ApiState { store, settings: Arc::new(Settings::default()), hub: Hub::new(crate::wallboard::DEFAULT_MAX_CLIENTS) }
+    }
 }
 
 /// A one-line error answer.
 pub struct ApiError(StatusCode, String);
+
+impl ApiError {
+    pub fn new(status: StatusCode, reason: String) -> Self {
+        ApiError(status, reason)
+    }
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -68,6 +87,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/tservers/{tserver}/stats/current", get(tserver_current))
         .route("/v1/tservers/{tserver}/stats/intervals", get(tserver_intervals))
         .route("/v1/tservers/{tserver}/calls/{connid}", get(call))
+        .route("/v1/tservers/{tserver}/statistics", get(statistics))
+        .route("/v1/wallboard", get(wallboard::board))
+        .route("/v1/wallboard/events", get(wallboard::events))
+        .route("/wallboard", get(wallboard::page))
+        .route("/wallboard/wallboard.js", get(wallboard::script))
+        .route("/wallboard/wallboard.css", get(wallboard::style))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such path; see /v1/openapi.json".into()) })
         .with_state(state)
 }
@@ -162,6 +187,20 @@ async fn tserver_intervals(State(s): State<ApiState>, Path(tserver): Path<i32>, 
     Ok(Json(query::intervals(&s.store, tserver, None, &w, netwatch_schemas::now_ms()).await?).into_response())
 }
 
+/// The statistics question: which object, over which profile.
+#[derive(Debug, Default, Deserialize)]
+pub struct StatisticsQuery {
+    pub object: Option<String>,
+    pub profile: Option<String>,
+    pub interval_ms: Option<i64>,
+}
+
+async fn statistics(State(s): State<ApiState>, Path(tserver): Path<i32>, Query(q): Query<StatisticsQuery>) -> Result<Response, ApiError> {
+    let object = Object::parse(q.object.as_deref().unwrap_or("tserver"))?;
+    let profile = Profile::parse(q.profile.as_deref(), q.interval_ms)?;
+    Ok(Json(stat_query::statistics(&s.store, &s.settings, tserver, &object, profile, netwatch_schemas::now_ms()).await?).into_response())
+}
+
 async fn projections(State(s): State<ApiState>) -> Result<Response, ApiError> {
     let mut out = Vec::new();
     for p in Projection::ALL {
@@ -215,7 +254,8 @@ pub struct Token(pub Arc<str>);
 /// case), 401. Compared in constant time: the time depends on the configured token's
 /// length only, not on what was given.
 pub async fn require_token(State(token): State<Token>, request: Request, next: Next) -> Response {
-    if request.uri().path() == "/healthz" || token_matches(&token, &request) {
+    let path = request.uri().path();
+    if path == "/healthz" || wallboard::PUBLIC.contains(&path) || token_matches(&token, &request) {
         return next.run(request).await;
     }
     let mut response = ApiError(StatusCode::UNAUTHORIZED, "a bearer token is required (Authorization: Bearer ...)".into()).into_response();

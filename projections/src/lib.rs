@@ -12,9 +12,12 @@ pub mod query;
 pub mod replay;
 pub mod rows;
 pub mod runner;
+pub mod stat_fold;
+pub mod stat_query;
 pub mod statistics;
 pub mod stats;
 pub mod store;
+pub mod wallboard;
 
 pub use runner::{run, Projection};
 pub use store::{checksum, current_gen, open_store, AnyStore, Store, StoreError};

@@ -68,6 +68,9 @@ pub struct CallLeg {
     pub hold_ms: i64,
     /// Start of the hold in progress, if any.
     pub held_since_ms: Option<i64>,
+    /// Hold periods begun (each Held while not already on hold).
+    #[serde(default)]
+    pub hold_count: u32,
     /// in_progress, answered, abandoned, busy, transferred, failed, merged (a consultation
     /// merged into another call before it was answered), unknown (first seen released:
     /// what happened before is not known).

@@ -26,6 +26,8 @@ use tracing::{error, info, warn};
 use crate::call_history;
 use crate::dn_state::{self, Target};
 use crate::rows::{CallRecord, DnState};
+use crate::stat_fold::{self, StatCall, StatDn, StatGroup, DN_PART, GROUP_PART};
+use crate::statistics::Tally;
 use crate::store::{current_gen, ensure_current, gen_key, Batch, Gen, Store, StoreError};
 
 /// The projections there are.
@@ -33,17 +35,19 @@ use crate::store::{current_gen, ensure_current, gen_key, Batch, Gen, Store, Stor
 pub enum Projection {
     DnState,
     CallHistory,
+    Statistics,
 }
 
 impl Projection {
     /// Every projection.
-    pub const ALL: [Projection; 2] = [Projection::DnState, Projection::CallHistory];
+    pub const ALL: [Projection; 3] = [Projection::DnState, Projection::CallHistory, Projection::Statistics];
 
     /// Name on the command line and in positions.
     pub fn name(self) -> &'static str {
         match self {
             Projection::DnState => "dn-state",
             Projection::CallHistory => "call-history",
+            Projection::Statistics => "statistics",
         }
     }
 
@@ -52,6 +56,7 @@ impl Projection {
         match self {
             Projection::DnState => &[Topic::Config, Topic::Calls],
             Projection::CallHistory => &[Topic::Calls],
+            Projection::Statistics => &[Topic::Config, Topic::Calls],
         }
     }
 }
@@ -62,7 +67,7 @@ impl std::str::FromStr for Projection {
         Projection::ALL
             .into_iter()
             .find(|p| p.name() == s)
-            .ok_or_else(|| format!("unknown projection {s:?} (expected dn-state or call-history)"))
+            .ok_or_else(|| format!("unknown projection {s:?} (expected dn-state, call-history or statistics)"))
     }
 }
 
@@ -376,6 +381,7 @@ struct Applier<S: Store> {
 impl<S: Store> Applier<S> {
     async fn apply(&mut self, records: &[Record]) -> Result<(), ProjectionError> {
         let mut batch = Batch::new(self.projection.name(), self.gen);
+        let mut stats = StatRows::default();
         let (mut applied, mut dead) = (0, 0);
         for r in records {
             batch.positions.insert((r.topic.clone(), r.partition), r.offset + 1);
@@ -394,12 +400,12 @@ impl<S: Store> Applier<S> {
             let Some(value) = r.value.as_deref() else { continue };
             let outcome = if r.topic == self.config_topic {
                 match decode::<ConfigEvent>(value) {
-                    Ok(event) => Ok(self.config(&mut batch, &event).await?),
+                    Ok(event) => Ok(self.config(&mut batch, &mut stats, &event).await?),
                     Err(e) => Err(format!("undecodable config event: {e}")),
                 }
             } else {
                 match decode::<CallEvent>(value) {
-                    Ok(event) => Ok(self.call(&mut batch, &event).await?),
+                    Ok(event) => Ok(self.call(&mut batch, &mut stats, &event).await?),
                     Err(e) => Err(format!("undecodable call event: {e}")),
                 }
             };
@@ -411,6 +417,7 @@ impl<S: Store> Applier<S> {
                 }
             }
         }
+        self.flush_stats(&mut batch, stats).await?;
         let start = std::time::Instant::now();
         self.store.write(batch).await?;
         self.series.batch.record(start.elapsed().as_secs_f64());
@@ -439,11 +446,23 @@ impl<S: Store> Applier<S> {
         Ok(sum)
     }
 
-    async fn config(&self, batch: &mut Batch, event: &ConfigEvent) -> Result<(), StoreError> {
+    async fn config(&self, batch: &mut Batch, stats: &mut StatRows, event: &ConfigEvent) -> Result<(), StoreError> {
+        let change = &event.change;
+        if self.projection == Projection::Statistics {
+            // The last configuration of each group: its members count at read time.
+            let (tserver, id, row) = match change {
+                ConfigChange::GroupCreated(g) | ConfigChange::GroupUpdated(g) => {
+                    (g.tserver, g.id, serde_json::to_string(&StatGroup::from_config(g))?)
+                }
+                ConfigChange::GroupDeleted(g) => (g.tserver, g.id, "null".to_string()),
+                _ => return Ok(()),
+            };
+            stats.groups.insert((tserver, id.to_string()), row);
+            return Ok(());
+        }
         if self.projection != Projection::DnState {
             return Ok(());
         }
-        let change = &event.change;
         let key = match change {
             ConfigChange::DnCreated(d) | ConfigChange::DnUpdated(d) => (d.tserver, d.number.clone()),
             ConfigChange::DnDeleted(d) => (d.tserver, d.number.clone()),
@@ -456,8 +475,53 @@ impl<S: Store> Applier<S> {
         Ok(())
     }
 
-    async fn call(&self, batch: &mut Batch, event: &CallEvent) -> Result<(), StoreError> {
+    async fn call(&self, batch: &mut Batch, stats: &mut StatRows, event: &CallEvent) -> Result<(), StoreError> {
         match self.projection {
+            Projection::Statistics => {
+                let tserver = event.tserver;
+                let deltas = stats.deltas.entry(tserver).or_default();
+                match dn_state::target(event) {
+                    Target::Dn(dn) => {
+                        let key = (tserver, dn.clone());
+                        let row = match stats.dns.remove(&key) {
+                            Some(row) => row,
+                            None => self.stat(tserver, DN_PART, &dn).await?.unwrap_or_else(|| StatDn::new(tserver, &dn)),
+                        };
+                        let (call, merged) = match &event.body {
+                            CallBody::Telephony(t) => {
+                                let call = stats.take_call(self, tserver, &t.connid).await?;
+                                let merged = match t.previous_connid.as_ref().filter(|p| **p != t.connid) {
+                                    Some(p) if t.kind == TEventKind::PartyChanged => stats.take_call(self, tserver, p).await?,
+                                    _ => None,
+                                };
+                                (call, merged)
+                            }
+                            _ => (None, None),
+                        };
+                        let deltas = stats.deltas.entry(tserver).or_default();
+                        let (row, call, merged) = stat_fold::apply_at_dn(row, call, merged, event, deltas);
+                        stats.dns.insert(key, row);
+                        for c in [call, merged].into_iter().flatten() {
+                            stats.calls.insert((tserver, c.record.connid.clone()), c);
+                        }
+                    }
+                    Target::AllDns => {
+                        let mut rows: BTreeMap<String, StatDn> = BTreeMap::new();
+                        for (dn, json) in self.store.stat_range(self.gen, tserver, DN_PART, "", "\u{10FFFF}").await? {
+                            rows.insert(dn, serde_json::from_str(&json)?);
+                        }
+                        for ((t, dn), row) in &stats.dns {
+                            if *t == tserver {
+                                rows.insert(dn.clone(), row.clone());
+                            }
+                        }
+                        for (dn, row) in rows {
+                            stats.dns.insert((tserver, dn), stat_fold::apply_to_every_dn(row, event, deltas));
+                        }
+                    }
+                    Target::Nothing => {}
+                }
+            }
             Projection::DnState => match dn_state::target(event) {
                 Target::Dn(dn) => {
                     let row = self.dn(batch, event.tserver, &dn).await?.unwrap_or_else(|| DnState::new(event.tserver, &dn));
@@ -496,6 +560,37 @@ impl<S: Store> Applier<S> {
         Ok(())
     }
 
+    /// A statistics row of the current generation, parsed.
+    async fn stat<T: serde::de::DeserializeOwned>(&self, tserver: i32, part: &str, key: &str) -> Result<Option<T>, StoreError> {
+        match self.store.stat_row(self.gen, tserver, part, key).await? {
+            Some(json) => Ok(serde_json::from_str(&json)?),
+            None => Ok(None),
+        }
+    }
+
+    /// Write a batch's statistics rows: DN, call and group rows as they are, and each
+    /// bucket touched as its stored sums plus the batch's.
+    async fn flush_stats(&self, batch: &mut Batch, stats: StatRows) -> Result<(), StoreError> {
+        for ((tserver, dn), row) in stats.dns {
+            batch.stats.insert((tserver, DN_PART.into(), dn), serde_json::to_string(&row)?);
+        }
+        for ((tserver, connid), row) in stats.calls {
+            batch.stats.insert((tserver, stat_fold::call_part(&connid), String::new()), serde_json::to_string(&row)?);
+        }
+        for ((tserver, id), row) in stats.groups {
+            batch.stats.insert((tserver, GROUP_PART.into(), id), row);
+        }
+        for (tserver, deltas) in stats.deltas {
+            for ((object, width, start), delta) in deltas {
+                let (part, key) = (stat_fold::bucket_part(&object), stat_fold::bucket_key(width, start));
+                let mut tally: Tally = self.stat(tserver, &part, &key).await?.unwrap_or_default();
+                tally.add(&delta);
+                batch.stats.insert((tserver, part, key), serde_json::to_string(&tally)?);
+            }
+        }
+        Ok(())
+    }
+
     async fn call_record(&self, batch: &Batch, key: &(i32, String)) -> Result<Option<CallRecord>, StoreError> {
         match batch.calls.get(key) {
             Some(c) => Ok(Some(c.clone())),
@@ -507,6 +602,26 @@ impl<S: Store> Applier<S> {
         match batch.dns.get(&(tserver, dn.to_string())) {
             Some(row) => Ok(Some(row.clone())),
             None => self.store.dn(self.gen, tserver, dn).await,
+        }
+    }
+}
+
+/// The statistics rows a batch changes, parsed, until it is written.
+#[derive(Default)]
+struct StatRows {
+    dns: BTreeMap<(i32, String), StatDn>,
+    calls: BTreeMap<(i32, String), StatCall>,
+    /// Group rows as JSON (`null`: deleted).
+    groups: BTreeMap<(i32, String), String>,
+    deltas: BTreeMap<i32, stat_fold::Deltas>,
+}
+
+impl StatRows {
+    /// A call's row, from this batch or the store (taken out; put back after the fold).
+    async fn take_call<S: Store>(&mut self, applier: &Applier<S>, tserver: i32, connid: &str) -> Result<Option<StatCall>, StoreError> {
+        match self.calls.remove(&(tserver, connid.to_string())) {
+            Some(c) => Ok(Some(c)),
+            None => applier.stat(tserver, &stat_fold::call_part(connid), "").await,
         }
     }
 }

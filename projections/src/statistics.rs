@@ -243,6 +243,22 @@ pub struct Thresholds {
     pub asa_ms: Threshold,
 }
 
+impl Thresholds {
+    /// The thresholds by statistic name (the names of the settings and tiles).
+    pub fn by_name(&self) -> BTreeMap<String, Threshold> {
+        [
+            ("service_level_pct", self.service_level_pct),
+            ("calls_waiting", self.calls_waiting),
+            ("oldest_wait_ms", self.oldest_wait_ms),
+            ("abandoned_pct", self.abandoned_pct),
+            ("asa_ms", self.asa_ms),
+        ]
+        .into_iter()
+        .map(|(n, t)| (n.to_string(), t))
+        .collect()
+    }
+}
+
 impl Default for Thresholds {
     fn default() -> Self {
         Thresholds {

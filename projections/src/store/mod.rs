@@ -138,6 +138,8 @@ pub struct Batch {
     pub positions: BTreeMap<(String, i32), i64>,
     pub dns: BTreeMap<(i32, String), DnState>,
     pub calls: BTreeMap<(i32, String), CallRecord>,
+    /// Statistics rows (JSON) by (T-Server, part, key): see [`Store::stat_range`].
+    pub stats: BTreeMap<(i32, String, String), String>,
     /// Per T-Server: the log position its rows reflect after this batch, the sum of the
     /// next offsets of its partition in every topic the projection reads. It only grows
     /// as the log is applied, so ScyllaDB writes its rows `USING TIMESTAMP` it.
@@ -152,7 +154,7 @@ impl Batch {
 
     /// Nothing to write?
     pub fn is_empty(&self) -> bool {
-        self.positions.is_empty() && self.dns.is_empty() && self.calls.is_empty()
+        self.positions.is_empty() && self.dns.is_empty() && self.calls.is_empty() && self.stats.is_empty()
     }
 
     /// The DN legs of the batch's calls: per-DN history rows, and the ended ones
@@ -199,6 +201,18 @@ pub trait Store: Clone + Send + Sync + 'static {
         interval_ms: i64,
         dn: Option<&str>,
     ) -> impl Future<Output = Result<Vec<DnCall>, StoreError>> + Send;
+    /// One statistics row (JSON) of a T-Server: `part` is the kind of row and what it is
+    /// about (`dn`, `group`, `call:<connid>`, `b:<object>`), `key` the row within it.
+    fn stat_row(&self, gen: Gen, tserver: i32, part: &str, key: &str) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+    /// The statistics rows of a part with `from_key <= key < to_key`, by key: (key, JSON).
+    fn stat_range(
+        &self,
+        gen: Gen,
+        tserver: i32,
+        part: &str,
+        from_key: &str,
+        to_key: &str,
+    ) -> impl Future<Output = Result<Vec<(String, String)>, StoreError>> + Send;
     /// Every row of a projection generation as canonical JSON, in key order (checksums).
     fn dump(&self, projection: &str, gen: Gen) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
     /// At most this many log records per [`Store::write`].
@@ -281,6 +295,12 @@ impl Store for AnyStore {
     }
     async fn interval_legs(&self, gen: Gen, tserver: i32, interval_ms: i64, dn: Option<&str>) -> Result<Vec<DnCall>, StoreError> {
         each!(self, s => s.interval_legs(gen, tserver, interval_ms, dn).await)
+    }
+    async fn stat_row(&self, gen: Gen, tserver: i32, part: &str, key: &str) -> Result<Option<String>, StoreError> {
+        each!(self, s => s.stat_row(gen, tserver, part, key).await)
+    }
+    async fn stat_range(&self, gen: Gen, tserver: i32, part: &str, from_key: &str, to_key: &str) -> Result<Vec<(String, String)>, StoreError> {
+        each!(self, s => s.stat_range(gen, tserver, part, from_key, to_key).await)
     }
     async fn dump(&self, projection: &str, gen: Gen) -> Result<Vec<String>, StoreError> {
         each!(self, s => s.dump(projection, gen).await)

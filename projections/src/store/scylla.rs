@@ -82,6 +82,9 @@ struct Prepared {
     put_dn_call: PreparedStatement,
     put_leg: PreparedStatement,
     put_position: PreparedStatement,
+    stat_row: PreparedStatement,
+    stat_range: PreparedStatement,
+    put_stat: PreparedStatement,
 }
 
 /// A session and its prepared statements.
@@ -140,6 +143,9 @@ impl ScyllaStore {
                 "INSERT INTO positions (projection, gen, topic, partition, next_offset) VALUES (?, ?, ?, ?, ?) USING TIMESTAMP ?",
             )
             .await?,
+            stat_row: prep("SELECT row FROM stats WHERE gen = ? AND tserver = ? AND part = ? AND key = ?").await?,
+            stat_range: prep("SELECT key, row FROM stats WHERE gen = ? AND tserver = ? AND part = ? AND key >= ? AND key < ?").await?,
+            put_stat: prep("INSERT INTO stats (gen, tserver, part, key, row) VALUES (?, ?, ?, ?, ?) USING TIMESTAMP ?").await?,
         };
         Ok(ScyllaStore { session: Arc::new(session), p: Arc::new(p) })
     }
@@ -227,7 +233,16 @@ impl Store for ScyllaStore {
 
     async fn drop_generation(&self, projection: &str, gen: Gen) -> Result<(), StoreError> {
         let g = gen as i32;
-        if projection == "dn-state" {
+        if projection == "statistics" {
+            for (pg, tserver, part) in self.scan::<(i32, i32, String)>("SELECT DISTINCT gen, tserver, part FROM stats").await? {
+                if pg == g {
+                    self.session
+                        .query_unpaged("DELETE FROM stats WHERE gen = ? AND tserver = ? AND part = ?", (g, tserver, part))
+                        .await
+                        .map_err(err)?;
+                }
+            }
+        } else if projection == "dn-state" {
             for (pg, tserver) in self.scan::<(i32, i32)>("SELECT DISTINCT gen, tserver FROM dn_state").await? {
                 if pg == g {
                     self.session.query_unpaged("DELETE FROM dn_state WHERE gen = ? AND tserver = ?", (g, tserver)).await.map_err(err)?;
@@ -326,8 +341,30 @@ impl Store for ScyllaStore {
         }
     }
 
+    async fn stat_row(&self, gen: Gen, tserver: i32, part: &str, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.texts(&self.p.stat_row, vec![gen_value(gen), int(tserver), text(part), text(key)]).await?.pop())
+    }
+
+    async fn stat_range(&self, gen: Gen, tserver: i32, part: &str, from_key: &str, to_key: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let values = vec![gen_value(gen), int(tserver), text(part), text(from_key), text(to_key)];
+        let result = self.session.execute_unpaged(&self.p.stat_range, values).await.map_err(err)?.into_rows_result().map_err(err)?;
+        let rows = result.rows::<(String, String)>().map_err(err)?;
+        rows.map(|r| r.map_err(err)).collect()
+    }
+
     async fn dump(&self, projection: &str, gen: Gen) -> Result<Vec<String>, StoreError> {
         let g = gen as i32;
+        if projection == "statistics" {
+            let mut rows: Vec<((i32, String, String), String)> = self
+                .scan::<(i32, i32, String, String, String)>("SELECT gen, tserver, part, key, row FROM stats")
+                .await?
+                .into_iter()
+                .filter(|(pg, ..)| *pg == g)
+                .map(|(_, t, part, key, row)| ((t, part, key), row))
+                .collect();
+            rows.sort();
+            return Ok(rows.into_iter().map(|((t, part, key), row)| format!("{t} {part} {key} {row}")).collect());
+        }
         let mut keyed: Vec<((i32, String), String)> = if projection == "dn-state" {
             self.scan::<(i32, i32, String, String)>("SELECT gen, tserver, dn, row FROM dn_state").await?
         } else {
@@ -389,6 +426,10 @@ impl Store for ScyllaStore {
                 ]);
             }
         }
+        for ((tserver, part, key), row) in &batch.stats {
+            cql.append_statement(self.p.put_stat.clone());
+            values.push(vec![gen.clone(), int(*tserver), text(part), text(key), text(row), stamp(*tserver)]);
+        }
         for ((topic, partition), next) in &batch.positions {
             cql.append_statement(self.p.put_position.clone());
             values.push(vec![text(&batch.projection), gen.clone(), text(topic), int(*partition), long(*next), long(*next)]);
@@ -419,7 +460,7 @@ mod tests {
     #[test]
     fn the_cql_file_splits_into_its_tables() {
         let s = schema_statements();
-        assert_eq!(s.len(), 6);
+        assert_eq!(s.len(), 7);
         assert!(s.iter().all(|s| s.starts_with("CREATE TABLE IF NOT EXISTS")), "{s:?}");
     }
 }

@@ -17,7 +17,7 @@ use crate::rows::{CallRecord, DnCall, DnState};
 
 /// Bumped when the tables change; an older database's projection tables are dropped
 /// and rebuilt from the log (they hold nothing the log does not).
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS generations (
@@ -39,12 +39,16 @@ CREATE TABLE IF NOT EXISTS interval_legs (
     gen INTEGER NOT NULL, tserver INTEGER NOT NULL, interval_ms INTEGER NOT NULL, dn TEXT NOT NULL, started_ms INTEGER NOT NULL,
     connid TEXT NOT NULL, row TEXT NOT NULL,
     PRIMARY KEY (gen, tserver, interval_ms, dn, started_ms, connid));
+CREATE TABLE IF NOT EXISTS stats (
+    gen INTEGER NOT NULL, tserver INTEGER NOT NULL, part TEXT NOT NULL, key TEXT NOT NULL, row TEXT NOT NULL,
+    PRIMARY KEY (gen, tserver, part, key));
 ";
 
 /// Tables of each projection's rows.
 fn tables(projection: &str) -> &'static [&'static str] {
     match projection {
         "dn-state" => &["dn_state"],
+        "statistics" => &["stats"],
         _ => &["calls", "dn_calls", "interval_legs"],
     }
 }
@@ -86,7 +90,8 @@ impl SqliteStore {
             if version < SCHEMA_VERSION {
                 tx.execute_batch(
                     "DROP TABLE IF EXISTS positions; DROP TABLE IF EXISTS dn_state; DROP TABLE IF EXISTS calls;
-                     DROP TABLE IF EXISTS dn_calls; DROP TABLE IF EXISTS interval_legs; DROP TABLE IF EXISTS generations;",
+                     DROP TABLE IF EXISTS dn_calls; DROP TABLE IF EXISTS interval_legs; DROP TABLE IF EXISTS generations;
+                     DROP TABLE IF EXISTS stats;",
                 )?;
                 tx.execute_batch(SCHEMA)?;
                 tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
@@ -285,9 +290,27 @@ impl Store for SqliteStore {
         })
     }
 
+    async fn stat_row(&self, gen: Gen, tserver: i32, part: &str, key: &str) -> Result<Option<String>, StoreError> {
+        self.read_with(|c| {
+            let mut stmt = c.prepare_cached("SELECT row FROM stats WHERE gen = ?1 AND tserver = ?2 AND part = ?3 AND key = ?4")?;
+            Ok(stmt.query_row(params![gen, tserver, part, key], |r| r.get(0)).optional()?)
+        })
+    }
+
+    async fn stat_range(&self, gen: Gen, tserver: i32, part: &str, from_key: &str, to_key: &str) -> Result<Vec<(String, String)>, StoreError> {
+        self.read_with(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT key, row FROM stats WHERE gen = ?1 AND tserver = ?2 AND part = ?3 AND key >= ?4 AND key < ?5 ORDER BY key",
+            )?;
+            let all = stmt.query_map(params![gen, tserver, part, from_key, to_key], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+            Ok(all)
+        })
+    }
+
     async fn dump(&self, projection: &str, gen: Gen) -> Result<Vec<String>, StoreError> {
         let sql = match projection {
             "dn-state" => "SELECT row FROM dn_state WHERE gen = ?1 ORDER BY tserver, dn",
+            "statistics" => "SELECT tserver || ' ' || part || ' ' || key || ' ' || row FROM stats WHERE gen = ?1 ORDER BY tserver, part, key",
             _ => "SELECT row FROM calls WHERE gen = ?1 ORDER BY tserver, connid",
         };
         self.read_with(|c| {
@@ -330,6 +353,11 @@ impl Store for SqliteStore {
                 let mut put_pos = tx.prepare_cached(
                     "INSERT OR REPLACE INTO positions (projection, gen, topic, partition, next_offset) VALUES (?1, ?2, ?3, ?4, ?5)",
                 )?;
+                let mut put_stat =
+                    tx.prepare_cached("INSERT OR REPLACE INTO stats (gen, tserver, part, key, row) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+                for ((tserver, part, key), row) in &batch.stats {
+                    put_stat.execute(params![gen, tserver, part, key, row])?;
+                }
                 for ((topic, partition), next) in &batch.positions {
                     put_pos.execute(params![batch.projection, gen, topic, partition, next])?;
                 }
