@@ -418,7 +418,7 @@ fn faults_of_every_kind_lose_nothing_and_never_watch_a_dn_twice() {
         (f.first().map(|s| s.to_string()), f.get(3).map(|s| s.to_string()))
     };
     let mut mismatches = 0;
-    for p in ["dn-state", "call-history"] {
+    for p in ["dn-state", "call-history", "statistics"] {
         let live = digest(w.run(&["projections", "checksum", p]));
         let replayed = digest(w.run_in_store(&fresh, &["projections", "checksum", p]));
         if live != replayed || live.0.is_none() {

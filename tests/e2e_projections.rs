@@ -360,6 +360,13 @@ fn replay_while_serving_switches_without_a_gap() {
     let want = caught_up(&w, &reference, "dn-state", records, Duration::from_secs(60));
     let got = caught_up(&w, &w.store, "dn-state", records, Duration::from_secs(60));
     assert_eq!((got.0, got.1.as_str(), got.2), (want.0, "g2", want.2), "dn-state rebuilt");
+    // So does statistics (groups from config, sums from calls): a replay gives the
+    // checksum of the reference, which applied the log once.
+    let out = w.ok(&["replay", "statistics"]);
+    assert!(out.contains("readers switched from g1 to g2"), "{out}");
+    let want = caught_up(&w, &reference, "statistics", records, Duration::from_secs(60));
+    let got = caught_up(&w, &w.store, "statistics", records, Duration::from_secs(60));
+    assert_eq!((got.0, got.1.as_str(), got.2), (want.0, "g2", want.2), "statistics rebuilt");
     drop(guard);
 }
 

@@ -304,11 +304,11 @@ fn whole_pipeline_end_to_end() {
     );
 
     // The garbage record went to the dead-letter topic with its reason and position,
-    // once from each consumer of `calls` (both projections), and nothing else did.
+    // once from each consumer of `calls` (the three projections), and nothing else did.
     let dead = w.records("deadletter");
     let mut consumers: Vec<&str> = dead.iter().map(|d| d["headers"]["netwatch.consumer"].as_str().unwrap()).collect();
     consumers.sort();
-    assert_eq!(consumers, [format!("{}projection.call-history.g1", w.prefix), format!("{}projection.dn-state.g1", w.prefix)], "{dead:?}");
+    assert_eq!(consumers, ["call-history", "dn-state", "statistics"].map(|p| format!("{}projection.{p}.g1", w.prefix)), "{dead:?}");
     for d in &dead {
         let h = &d["headers"];
         assert_eq!(
@@ -395,7 +395,7 @@ fn every_role_serves_its_metrics(w: &World, http_addr: &str, (dispatcher, monito
 
     // Projections: the garbage record dead-lettered once by each; everything else applied.
     let p = scrape(projections, &[]).unwrap();
-    for name in ["dn-state", "call-history"] {
+    for name in ["dn-state", "call-history", "statistics"] {
         assert_eq!(sample(&p, "netwatch_projection_events_dead_lettered_total", &[("projection", name)]), Some(1.0), "{name}");
         assert!(sample(&p, "netwatch_projection_events_applied_total", &[("projection", name)]).unwrap() > 0.0, "{name}");
         assert!(sample(&p, "netwatch_store_batch_seconds_count", &[("projection", name)]).unwrap() > 0.0, "{name}");

@@ -47,9 +47,8 @@ const TOKEN: &str = "wallboard-test-token";
 
 /// Chromium and ChromeDriver, if installed.
 fn browser() -> Option<(PathBuf, PathBuf)> {
-    let find = |name: &str| {
-        std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file()))
-    };
+    let find =
+        |name: &str| std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file()));
     Some((find("chromium")?, find("chromedriver")?))
 }
 
@@ -203,7 +202,11 @@ fn the_wallboard_shows_hand_computed_statistics_and_follows_a_dn_within_two_seco
         );
         // The T-Server counts c4 too: 3 answered of 5 offered, ASA (2 + 2 + 1) / 3 s.
         let ts = api(&http, "/v1/tservers/1/statistics?object=tserver&profile=last_60m").unwrap();
-        assert_eq!((&ts["sums"]["offered"], &ts["sums"]["answered"], &ts["figures"]["asa_ms"]), (&serde_json::json!(5), &serde_json::json!(3), &serde_json::json!(1667)), "{ts}");
+        assert_eq!(
+            (&ts["sums"]["offered"], &ts["sums"]["answered"], &ts["figures"]["asa_ms"]),
+            (&serde_json::json!(5), &serde_json::json!(3), &serde_json::json!(1667)),
+            "{ts}"
+        );
 
         eventually("the page to show the hand-computed tiles", Duration::from_secs(20), || async {
             for (stat, shown, colour) in expected {

@@ -19,8 +19,8 @@ use tokio::sync::watch;
 use crate::query::{self, QueryError, Window};
 use crate::runner::Projection;
 use crate::stat_query::{self, Object, Profile, Settings};
-use crate::wallboard::{self, Hub};
 use crate::store::{current_gen, AnyStore, Store, StoreError};
+use crate::wallboard::{self, Hub};
 
 /// What handlers share.
 #[derive(Clone)]

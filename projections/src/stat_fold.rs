@@ -286,8 +286,8 @@ pub fn apply_at_dn(
         }
     }
     // Answered, or abandoned, where the offer is still open.
-    let answered_now = leg.offered && leg.answered_ms.is_some() && !was.as_ref().is_some_and(|w| w.answered_ms.is_some());
-    let abandoned_now = leg.outcome == "abandoned" && !was.as_ref().is_some_and(|w| w.outcome == "abandoned");
+    let answered_now = leg.offered && leg.answered_ms.is_some() && was.as_ref().is_none_or(|w| w.answered_ms.is_none());
+    let abandoned_now = leg.outcome == "abandoned" && was.as_ref().is_none_or(|w| w.outcome != "abandoned");
     if answered_now || abandoned_now {
         for o in &objects {
             if let Some(offer) = c.offers.get_mut(o).filter(|offer| !offer.done) {
@@ -298,13 +298,14 @@ pub fn apply_at_dn(
         }
     }
     // Handled: the leg's end.
-    if leg.ended_ms.is_some() && !was.as_ref().is_some_and(|w| w.ended_ms.is_some()) {
+    if leg.ended_ms.is_some() && was.as_ref().is_none_or(|w| w.ended_ms.is_none()) {
         handled(deltas, &c, i, at);
     }
     // A completed transfer or conference ends the DN's part in the consultation.
     let merged = match (t.kind, t.previous_connid.as_ref().filter(|p| **p != t.connid), merged) {
         (TEventKind::PartyChanged, Some(_), Some(mut m)) => {
-            let open: Vec<usize> = m.record.legs.iter().enumerate().filter(|(_, l)| l.dn == t.dn && l.ended_ms.is_none()).map(|(j, _)| j).collect();
+            let open: Vec<usize> =
+                m.record.legs.iter().enumerate().filter(|(_, l)| l.dn == t.dn && l.ended_ms.is_none()).map(|(j, _)| j).collect();
             m.record = call_history::merged_away(m.record, &t.dn, &t.connid, at);
             m.leg_agents.resize(m.record.legs.len(), None);
             for j in open {
@@ -396,7 +397,10 @@ mod tests {
                     let (call, merged) = match &event.body {
                         CallBody::Telephony(t) => (
                             self.calls.remove(&t.connid),
-                            t.previous_connid.as_ref().filter(|p| **p != t.connid && t.kind == TEventKind::PartyChanged).and_then(|p| self.calls.remove(p)),
+                            t.previous_connid
+                                .as_ref()
+                                .filter(|p| **p != t.connid && t.kind == TEventKind::PartyChanged)
+                                .and_then(|p| self.calls.remove(p)),
                         ),
                         _ => (None, None),
                     };
@@ -540,7 +544,14 @@ mod tests {
             );
         }
         for object in ["dn:5003", "agent:a3"] {
-            column(&s.sums(object, 'i', from, to), (0, 0, 0, 0, 0), (None, None), (0, 0, 0, 0, 0), (180 * S, 180 * S, 0), (None, None, None, None));
+            column(
+                &s.sums(object, 'i', from, to),
+                (0, 0, 0, 0, 0),
+                (None, None),
+                (0, 0, 0, 0, 0),
+                (180 * S, 180 * S, 0),
+                (None, None, None, None),
+            );
         }
         let t = s.sums(TSERVER, 'i', from, to);
         column(
@@ -607,7 +618,10 @@ mod tests {
         s.event("09:00:00", CallBody::DnRegistered(DnAddress { dn: "5001".into() }));
         s.agent("10:00:00", Login, "5001", "a1", None);
         s.agent("10:00:00", Ready, "5001", "a1", None);
-        s.event("10:05:00", CallBody::LinkDisconnected(netwatch_schemas::calls::LinkDisconnected { reason: "test".into(), events_lost: None }));
+        s.event(
+            "10:05:00",
+            CallBody::LinkDisconnected(netwatch_schemas::calls::LinkDisconnected { reason: "test".into(), events_lost: None }),
+        );
         s.event("10:07:00", CallBody::DnRegistered(DnAddress { dn: "5001".into() }));
         // A late agent event, stamped before the stretch it would end began.
         s.agent("10:06:00", NotReady, "5001", "a1", Some("late"));
@@ -631,10 +645,13 @@ mod tests {
             start: i64,
             dn: usize,
             ring: i64,
-            /// None: abandoned; Some((talk, hold, transfer)): answered.
-            answer: Option<(i64, Option<(i64, i64)>, Option<(usize, i64, i64)>)>,
+            /// None: abandoned; Some: answered.
+            answer: Option<Answered>,
             ends: bool,
         }
+
+        /// Talk, a hold (after, length), a single-step transfer (to, ring, talk there).
+        type Answered = (i64, Option<(i64, i64)>, Option<(usize, i64, i64)>);
 
         fn planned() -> impl Strategy<Value = Planned> {
             let transfer = proptest::option::of((0usize..4, 0i64..60_000, 0i64..600_000));
@@ -794,5 +811,4 @@ mod tests {
             }
         }
     }
-
 }

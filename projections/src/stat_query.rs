@@ -109,7 +109,8 @@ impl Default for Settings {
 impl Settings {
     /// A time zone by IANA name; the error is one line.
     pub fn with_time_zone(mut self, name: &str) -> Result<Self, String> {
-        self.time_zone = jiff::tz::TimeZone::get(name).map_err(|_| format!("time zone {name:?} is not an IANA time zone name like Europe/Paris"))?;
+        self.time_zone =
+            jiff::tz::TimeZone::get(name).map_err(|_| format!("time zone {name:?} is not an IANA time zone name like Europe/Paris"))?;
         self.time_zone_name = name.to_string();
         Ok(self)
     }
@@ -126,7 +127,10 @@ impl Settings {
             let t = self.thresholds.get_mut(stat.trim()).ok_or_else(bad)?;
             let ordered = if t.higher_is_worse { red >= amber } else { red <= amber };
             if !ordered || !amber.is_finite() || !red.is_finite() {
-                return Err(format!("threshold {item:?}: red must be {} than amber", if t.higher_is_worse { "no lower" } else { "no higher" }));
+                return Err(format!(
+                    "threshold {item:?}: red must be {} than amber",
+                    if t.higher_is_worse { "no lower" } else { "no higher" }
+                ));
             }
             (t.amber, t.red) = (amber, red);
         }
@@ -290,7 +294,9 @@ async fn sums<S: Store>(
     };
     let mut sums = Tally::default();
     for o in &scope.objects {
-        for (_, json) in store.stat_range(scope.gen, tserver, &stat_fold::bucket_part(o), &stat_fold::bucket_key(width, from_ms), &end_key).await? {
+        for (_, json) in
+            store.stat_range(scope.gen, tserver, &stat_fold::bucket_part(o), &stat_fold::bucket_key(width, from_ms), &end_key).await?
+        {
             sums.add(&serde_json::from_str(&json).map_err(crate::store::StoreError::from)?);
         }
     }

@@ -160,7 +160,10 @@ pub async fn events(State(s): State<ApiState>, Query(q): Query<BoardQuery>) -> R
     // Ask once before answering, so that a bad group is a 404, not a stream of errors.
     let first = stat_query::board(&s.store, &s.settings, tserver, group, profile, netwatch_schemas::now_ms()).await?;
     let Some(guard) = s.hub.admit() else {
-        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("at most {} wallboard streams at once", s.hub.inner.max_clients)));
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("at most {} wallboard streams at once", s.hub.inner.max_clients),
+        ));
     };
     let changes = s.hub.changes(&s.store).await;
     let (tx, rx) = mpsc::channel::<Event>(16);

@@ -299,7 +299,14 @@ impl Store for AnyStore {
     async fn stat_row(&self, gen: Gen, tserver: i32, part: &str, key: &str) -> Result<Option<String>, StoreError> {
         each!(self, s => s.stat_row(gen, tserver, part, key).await)
     }
-    async fn stat_range(&self, gen: Gen, tserver: i32, part: &str, from_key: &str, to_key: &str) -> Result<Vec<(String, String)>, StoreError> {
+    async fn stat_range(
+        &self,
+        gen: Gen,
+        tserver: i32,
+        part: &str,
+        from_key: &str,
+        to_key: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
         each!(self, s => s.stat_range(gen, tserver, part, from_key, to_key).await)
     }
     async fn dump(&self, projection: &str, gen: Gen) -> Result<Vec<String>, StoreError> {

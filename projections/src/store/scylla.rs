@@ -345,7 +345,14 @@ impl Store for ScyllaStore {
         Ok(self.texts(&self.p.stat_row, vec![gen_value(gen), int(tserver), text(part), text(key)]).await?.pop())
     }
 
-    async fn stat_range(&self, gen: Gen, tserver: i32, part: &str, from_key: &str, to_key: &str) -> Result<Vec<(String, String)>, StoreError> {
+    async fn stat_range(
+        &self,
+        gen: Gen,
+        tserver: i32,
+        part: &str,
+        from_key: &str,
+        to_key: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
         let values = vec![gen_value(gen), int(tserver), text(part), text(from_key), text(to_key)];
         let result = self.session.execute_unpaged(&self.p.stat_range, values).await.map_err(err)?.into_rows_result().map_err(err)?;
         let rows = result.rows::<(String, String)>().map_err(err)?;

@@ -297,12 +297,20 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn stat_range(&self, gen: Gen, tserver: i32, part: &str, from_key: &str, to_key: &str) -> Result<Vec<(String, String)>, StoreError> {
+    async fn stat_range(
+        &self,
+        gen: Gen,
+        tserver: i32,
+        part: &str,
+        from_key: &str,
+        to_key: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
         self.read_with(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT key, row FROM stats WHERE gen = ?1 AND tserver = ?2 AND part = ?3 AND key >= ?4 AND key < ?5 ORDER BY key",
             )?;
-            let all = stmt.query_map(params![gen, tserver, part, from_key, to_key], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+            let all =
+                stmt.query_map(params![gen, tserver, part, from_key, to_key], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
             Ok(all)
         })
     }
@@ -310,7 +318,9 @@ impl Store for SqliteStore {
     async fn dump(&self, projection: &str, gen: Gen) -> Result<Vec<String>, StoreError> {
         let sql = match projection {
             "dn-state" => "SELECT row FROM dn_state WHERE gen = ?1 ORDER BY tserver, dn",
-            "statistics" => "SELECT tserver || ' ' || part || ' ' || key || ' ' || row FROM stats WHERE gen = ?1 ORDER BY tserver, part, key",
+            "statistics" => {
+                "SELECT tserver || ' ' || part || ' ' || key || ' ' || row FROM stats WHERE gen = ?1 ORDER BY tserver, part, key"
+            }
             _ => "SELECT row FROM calls WHERE gen = ?1 ORDER BY tserver, connid",
         };
         self.read_with(|c| {
