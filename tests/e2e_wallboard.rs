@@ -229,6 +229,9 @@ fn the_wallboard_shows_hand_computed_statistics_and_follows_a_dn_within_two_seco
         assert_eq!(cell("5001").await.unwrap(), "ringing");
         assert_eq!(cell("5002").await.unwrap(), "talking");
         assert!(client.find(Locator::Css("#agents tr[data-dn=\"5003\"]")).await.is_err(), "5003 has no Sales agent");
+        // The open page is one event stream, counted in serve's metrics.
+        let m = harness::scrape(&http, &[("Authorization", &format!("Bearer {TOKEN}"))]).unwrap();
+        assert_eq!(harness::sample(&m, "netwatch_sse_clients", &[]), Some(1.0));
         let png = client.screenshot().await.unwrap();
         std::fs::create_dir_all(screenshot_path().parent().unwrap()).unwrap();
         std::fs::write(screenshot_path(), png).unwrap();

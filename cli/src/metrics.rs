@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use axum::http::header;
 use axum::routing::get;
-use axum::Router;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use netwatch_eventlog::Log;
 use netwatch_projections::http::{guarded, serve, Token};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{input, CliError};
 
@@ -71,14 +71,16 @@ pub fn start(log: Option<&Log>) {
 }
 
 /// `GET /metrics`: the text exposition format.
-pub fn router() -> Router {
-    Router::new().route(
-        "/metrics",
-        get(|| async {
-            let body = handle().map(|h| h.render()).unwrap_or_default();
-            ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
-        }),
-    )
+pub fn router() -> OpenApiRouter {
+    OpenApiRouter::new().routes(routes!(metrics))
+}
+
+/// This process's series in the Prometheus text format (docs/operations.md lists them).
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "The series", body = String, content_type = "text/plain; version=0.0.4")))]
+async fn metrics() -> impl axum::response::IntoResponse {
+    let body = handle().map(|h| h.render()).unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 
 /// Serve `/metrics` and `/healthz` on `listen` until `shutdown` (the roles without an API
@@ -92,7 +94,8 @@ pub async fn serve_alone(
     let listener = TcpListener::bind(listen).await.map_err(|e| input(format!("cannot listen on {listen} for metrics: {e}")))?;
     let addr = listener.local_addr()?;
     info!(role, url = %format!("http://{addr}/metrics"), "Metrics served.");
-    let app = guarded(router().route("/healthz", get(|| async { "ok\n" })), token);
+    let (metrics, _) = router().split_for_parts();
+    let app = guarded(metrics.route("/healthz", get(|| async { "ok\n" })), token);
     Ok(tokio::spawn(async move {
         if let Err(e) = serve(listener, app, shutdown).await {
             warn!(error = %e, "The metrics server stopped.");

@@ -10,7 +10,7 @@ use netwatch_processors::dispatcher::{self, DispatcherConfig, Settings};
 use netwatch_processors::monitor::{self, LinkSettings, MonitorConfig};
 use netwatch_producers::sim::traffic::TrafficConfig;
 use netwatch_producers::sim::{SimConfig, SimMode};
-use netwatch_projections::http::{router, serve as serve_http, ApiState};
+use netwatch_projections::http::{parts, serve as serve_http, with_openapi, ApiState};
 use netwatch_projections::runner::Metrics;
 use netwatch_projections::stat_query::Settings as StatSettings;
 use netwatch_projections::wallboard::Hub;
@@ -322,7 +322,12 @@ pub async fn serve(ctx: &Ctx, args: ServeArgs) -> Result<(), CliError> {
 
 /// The HTTP API of `serve` and `up`: queries, status, metrics, behind the token if set.
 fn api(state: ApiState, log: Log, ctx: &Ctx) -> axum::Router {
-    let app = router(state).merge(crate::status::router(log, Liveness::default())).merge(crate::metrics::router());
+    let (app, mut doc) = parts(state);
+    let (status, status_doc) = crate::status::router(log, Liveness::default()).split_for_parts();
+    let (metrics, metrics_doc) = crate::metrics::router().split_for_parts();
+    doc.merge(status_doc);
+    doc.merge(metrics_doc);
+    let app = with_openapi(app.merge(status).merge(metrics), doc);
     netwatch_projections::http::guarded(app, ctx.api_token.clone())
 }
 

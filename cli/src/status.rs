@@ -3,12 +3,12 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use clap::Args;
 use netwatch_eventlog::Log;
 use netwatch_processors::cluster::Liveness;
 use netwatch_processors::status::{cluster_status, ClusterStatus};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{CliError, Ctx};
 
@@ -98,9 +98,15 @@ pub async fn run(ctx: &Ctx, args: StatusArgs) -> Result<(), CliError> {
 }
 
 /// `GET /v1/cluster`.
-pub fn router(log: Log, liveness: Liveness) -> Router {
-    Router::new().route("/v1/cluster", get(cluster)).with_state((log, liveness))
+pub fn router(log: Log, liveness: Liveness) -> OpenApiRouter {
+    OpenApiRouter::new().routes(routes!(cluster)).with_state((log, liveness))
 }
+
+/// The cluster as `netwatch status --json` prints it: monitors (live, T-Servers, DNs),
+/// placements, the dispatcher's view.
+#[utoipa::path(get, path = "/v1/cluster", tag = "operations",
+    responses((status = 200, description = "The cluster", body = Object),
+        (status = 503, description = "The broker did not answer", body = netwatch_projections::http::ErrorBody)))]
 
 async fn cluster(State((log, liveness)): State<(Log, Liveness)>) -> Response {
     match cluster_status(&log, liveness).await {

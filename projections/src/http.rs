@@ -11,15 +11,20 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use utoipa::OpenApi;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::query::{self, QueryError, Window};
+use crate::rows::{CallRecord, DnCall, DnState};
 use crate::runner::Projection;
+use crate::stat_query::Statistics;
 use crate::stat_query::{self, Object, Profile, Settings};
-use crate::store::{current_gen, AnyStore, Store, StoreError};
+use crate::stats::{CurrentState, IntervalStats};
+use crate::store::{current_gen, AnyStore, GenState, Store, StoreError};
 use crate::wallboard::{self, Hub};
 
 /// What handlers share.
@@ -48,9 +53,16 @@ impl ApiError {
     }
 }
 
+/// The body of every error answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What was wrong, in one line.
+    pub error: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+        (self.0, Json(ErrorBody { error: self.1 })).into_response()
     }
 }
 
@@ -70,31 +82,67 @@ impl From<QueryError> for ApiError {
     }
 }
 
-/// The OpenAPI document of this API.
-pub const OPENAPI: &str = include_str!("openapi.json");
+/// The document's header; the paths come from the handlers.
+#[derive(OpenApi)]
+#[openapi(info(
+    title = "Netwatch query API",
+    version = "1",
+    description = "Live DN state, call history and statistics of contact-center telephony, read from Netwatch's \
+                   projections (the current generation of each), and the wallboard. Errors are \
+                   {\"error\": \"one-line reason\"}: 400 for bad input, 404 for unknown keys, 401 without the bearer \
+                   token when one is set (NETWATCH_API_TOKEN; docs/operations.md)."
+))]
+struct ApiDoc;
 
-/// The routes.
+/// The routes and the OpenAPI document that describes them, built together: a route is
+/// registered with its `#[utoipa::path]`, so the document names every route.
+pub fn parts(state: ApiState) -> (Router, utoipa::openapi::OpenApi) {
+    let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(projections))
+        .routes(routes!(dns))
+        .routes(routes!(dn))
+        .routes(routes!(dn_calls))
+        .routes(routes!(dn_current))
+        .routes(routes!(dn_intervals))
+        .routes(routes!(tserver_current))
+        .routes(routes!(tserver_intervals))
+        .routes(routes!(call))
+        .routes(routes!(statistics))
+        .routes(routes!(wallboard::board))
+        .routes(routes!(wallboard::events))
+        .routes(routes!(wallboard::page))
+        .routes(routes!(wallboard::script))
+        .routes(routes!(wallboard::style))
+        .split_for_parts();
+    let router =
+        router.fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such path; see /v1/openapi.json".into()) }).with_state(state);
+    (router, doc)
+}
+
+/// `app` with `GET /v1/openapi.json` serving `doc`.
+pub fn with_openapi(app: Router, mut doc: utoipa::openapi::OpenApi) -> Router {
+    let openapi = utoipa::openapi::path::PathItem::new(
+        utoipa::openapi::HttpMethod::Get,
+        utoipa::openapi::path::OperationBuilder::new()
+            .summary(Some("This document (OpenAPI 3.1, generated from the handlers)"))
+            .response("200", utoipa::openapi::Response::new("The document")),
+    );
+    doc.paths.paths.insert("/v1/openapi.json".into(), openapi);
+    let json = doc.to_pretty_json().unwrap_or_default();
+    app.route("/v1/openapi.json", get(move || async move { ([(header::CONTENT_TYPE, "application/json")], json) }))
+}
+
+/// The routes, `/v1/openapi.json` among them.
 pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/v1/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }))
-        .route("/v1/projections", get(projections))
-        .route("/v1/tservers/{tserver}/dns", get(dns))
-        .route("/v1/tservers/{tserver}/dns/{dn}", get(dn))
-        .route("/v1/tservers/{tserver}/dns/{dn}/calls", get(dn_calls))
-        .route("/v1/tservers/{tserver}/dns/{dn}/stats/current", get(dn_current))
-        .route("/v1/tservers/{tserver}/dns/{dn}/stats/intervals", get(dn_intervals))
-        .route("/v1/tservers/{tserver}/stats/current", get(tserver_current))
-        .route("/v1/tservers/{tserver}/stats/intervals", get(tserver_intervals))
-        .route("/v1/tservers/{tserver}/calls/{connid}", get(call))
-        .route("/v1/tservers/{tserver}/statistics", get(statistics))
-        .route("/v1/wallboard", get(wallboard::board))
-        .route("/v1/wallboard/events", get(wallboard::events))
-        .route("/wallboard", get(wallboard::page))
-        .route("/wallboard/wallboard.js", get(wallboard::script))
-        .route("/wallboard/wallboard.css", get(wallboard::style))
-        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such path; see /v1/openapi.json".into()) })
-        .with_state(state)
+    let (app, doc) = parts(state);
+    with_openapi(app, doc)
+}
+
+/// Whether the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "`ok`", body = String, content_type = "text/plain")))]
+async fn healthz() -> &'static str {
+    "ok\n"
 }
 
 /// Serve `app` (this crate's [`router`], possibly merged with other routes) until
@@ -107,20 +155,31 @@ pub async fn serve(listener: TcpListener, app: Router, mut shutdown: watch::Rece
         .await
 }
 
+/// Every DN of a T-Server with its live state, by number.
+#[utoipa::path(get, path = "/v1/tservers/{tserver}/dns", tag = "dn-state", params(("tserver" = i32, Path, description = "T-Server id")),
+    responses((status = 200, description = "The DNs", body = [DnState]), (status = 400, description = "Bad input", body = ErrorBody), (status = 404, description = "Unknown key", body = ErrorBody)))]
 async fn dns(State(s): State<ApiState>, Path(tserver): Path<i32>) -> Result<Response, ApiError> {
     Ok(Json(query::dns(&s.store, tserver).await?).into_response())
 }
 
+/// One DN's live state: call state, calls at the DN, agent, link.
+#[utoipa::path(get, path = "/v1/tservers/{tserver}/dns/{dn}", tag = "dn-state", params(("tserver" = i32, Path, description = "T-Server id"), ("dn" = String, Path, description = "DN number")),
+    responses((status = 200, description = "The DN", body = DnState), (status = 400, description = "Bad input", body = ErrorBody), (status = 404, description = "Unknown key", body = ErrorBody)))]
 async fn dn(State(s): State<ApiState>, Path((tserver, dn)): Path<(i32, String)>) -> Result<Response, ApiError> {
     Ok(Json(query::dn(&s.store, tserver, &dn).await?).into_response())
 }
 
+/// One call by ConnID, with its legs (docs/call-model.md).
+#[utoipa::path(get, path = "/v1/tservers/{tserver}/calls/{connid}", tag = "call-history",
+    params(("tserver" = i32, Path, description = "T-Server id"), ("connid" = String, Path, description = "ConnID")),
+    responses((status = 200, description = "The call", body = CallRecord), (status = 400, description = "Bad input", body = ErrorBody), (status = 404, description = "Unknown key", body = ErrorBody)))]
 async fn call(State(s): State<ApiState>, Path((tserver, connid)): Path<(i32, String)>) -> Result<Response, ApiError> {
     Ok(Json(query::call(&s.store, tserver, &connid).await?).into_response())
 }
 
 /// Query of the calls of a DN.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct CallsQuery {
     /// Only calls that started within this duration before now (`15m`, `2h`, `1d`).
     pub since: Option<String>,
@@ -151,6 +210,11 @@ pub fn since_ms(since: Option<&str>, now_ms: i64) -> Result<i64, String> {
     }
 }
 
+/// A DN's calls, newest first, a page at a time: the `x-next-page` header carries the
+/// token of the next page.
+#[utoipa::path(get, path = "/v1/tservers/{tserver}/dns/{dn}/calls", tag = "call-history", params(("tserver" = i32, Path, description = "T-Server id"), ("dn" = String, Path, description = "DN number"), CallsQuery),
+    responses((status = 200, description = "A page of the DN's calls", body = [DnCall],
+        headers(("x-next-page" = String, description = "Token of the next page, if there is one"))), (status = 400, description = "Bad input", body = ErrorBody), (status = 404, description = "Unknown key", body = ErrorBody)))]
 async fn dn_calls(
     State(s): State<ApiState>,
     Path((tserver, dn)): Path<(i32, String)>,
@@ -166,15 +230,25 @@ async fn dn_calls(
     Ok(response)
 }
 
+/// A DN's (and its agent's) status and time in status now.
+#[utoipa::path(get, path = "/v1/tservers/{tserver}/dns/{dn}/stats/current", tag = "statistics", params(("tserver" = i32, Path, description = "T-Server id"), ("dn" = String, Path, description = "DN number")),
+    responses((status = 200, description = "The DN now", body = CurrentState), (status = 400, description = "Bad input", body = ErrorBody), (status = 404, description = "Unknown key", body = ErrorBody)))]
 async fn dn_current(State(s): State<ApiState>, Path((tserver, dn)): Path<(i32, String)>) -> Result<Response, ApiError> {
     let mut rows = query::current(&s.store, tserver, Some(&dn), netwatch_schemas::now_ms()).await?;
     Ok(Json(rows.pop()).into_response())
 }
 
+/// Every DN's status and time in status now.
+#[utoipa::path(get, path = "/v1/tservers/{tserver}/stats/current", tag = "statistics", params(("tserver" = i32, Path, description = "T-Server id")),
+    responses((status = 200, description = "The DNs now", body = [CurrentState]), (status = 400, description = "Bad input", body = ErrorBody), (status = 404, description = "Unknown key", body = ErrorBody)))]
 async fn tserver_current(State(s): State<ApiState>, Path(tserver): Path<i32>) -> Result<Response, ApiError> {
     Ok(Json(query::current(&s.store, tserver, None, netwatch_schemas::now_ms()).await?).into_response())
 }
 
+/// A DN's 15-minute intervals, from the legs that started in each (docs/call-model.md,
+/// "Statistics"); at most 7 days.
+#[utoipa::path(get, path = "/v1/tservers/{tserver}/dns/{dn}/stats/intervals", tag = "statistics", params(("tserver" = i32, Path, description = "T-Server id"), ("dn" = String, Path, description = "DN number"), Window),
+    responses((status = 200, description = "The intervals, oldest first", body = [IntervalStats]), (status = 400, description = "Bad input", body = ErrorBody), (status = 404, description = "Unknown key", body = ErrorBody)))]
 async fn dn_intervals(
     State(s): State<ApiState>,
     Path((tserver, dn)): Path<(i32, String)>,
@@ -183,38 +257,81 @@ async fn dn_intervals(
     Ok(Json(query::intervals(&s.store, tserver, Some(&dn), &w, netwatch_schemas::now_ms()).await?).into_response())
 }
 
+/// A T-Server's 15-minute intervals, as for a DN.
+#[utoipa::path(get, path = "/v1/tservers/{tserver}/stats/intervals", tag = "statistics", params(("tserver" = i32, Path, description = "T-Server id"), Window),
+    responses((status = 200, description = "The intervals, oldest first", body = [IntervalStats]), (status = 400, description = "Bad input", body = ErrorBody), (status = 404, description = "Unknown key", body = ErrorBody)))]
 async fn tserver_intervals(State(s): State<ApiState>, Path(tserver): Path<i32>, Query(w): Query<Window>) -> Result<Response, ApiError> {
     Ok(Json(query::intervals(&s.store, tserver, None, &w, netwatch_schemas::now_ms()).await?).into_response())
 }
 
 /// The statistics question: which object, over which profile.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StatisticsQuery {
+    /// `tserver` (default), `dn:NUMBER`, `agent:ID` or `group:ID`.
     pub object: Option<String>,
+    /// `growing` (default: since local midnight), `interval` (the 15 minutes now, or the
+    /// one at `interval_ms`), `last_1m` … `last_60m`.
     pub profile: Option<String>,
+    /// With `profile=interval`: the start of a past interval (ms since the epoch).
     pub interval_ms: Option<i64>,
 }
 
+/// An object's statistics of docs/statistics.md over a time profile: the sums, the
+/// figures computed from them, and the current values. Read from the statistics
+/// projection's running sums plus the status stretches in progress up to now; a group is
+/// the sum of its members' rows.
+#[utoipa::path(get, path = "/v1/tservers/{tserver}/statistics", tag = "statistics", params(("tserver" = i32, Path, description = "T-Server id"), StatisticsQuery),
+    responses((status = 200, description = "The statistics", body = Statistics), (status = 400, description = "Bad input", body = ErrorBody), (status = 404, description = "Unknown key", body = ErrorBody)))]
 async fn statistics(State(s): State<ApiState>, Path(tserver): Path<i32>, Query(q): Query<StatisticsQuery>) -> Result<Response, ApiError> {
     let object = Object::parse(q.object.as_deref().unwrap_or("tserver"))?;
     let profile = Profile::parse(q.profile.as_deref(), q.interval_ms)?;
     Ok(Json(stat_query::statistics(&s.store, &s.settings, tserver, &object, profile, netwatch_schemas::now_ms()).await?).into_response())
 }
 
+/// A projection's generations and the positions its current one has applied.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ProjectionInfo {
+    pub projection: String,
+    /// The generation queries read.
+    pub current: u32,
+    pub generations: Vec<GenerationInfo>,
+    pub positions: Vec<PositionInfo>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct GenerationInfo {
+    pub gen: u32,
+    /// `building`, `current` or `retired`.
+    #[schema(value_type = String)]
+    pub state: GenState,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PositionInfo {
+    pub topic: String,
+    pub partition: i32,
+    /// The next offset to apply.
+    pub next_offset: i64,
+}
+
+/// Every projection: its generations and positions.
+#[utoipa::path(get, path = "/v1/projections", tag = "operations",
+    responses((status = 200, description = "The projections", body = [ProjectionInfo])))]
 async fn projections(State(s): State<ApiState>) -> Result<Response, ApiError> {
     let mut out = Vec::new();
     for p in Projection::ALL {
         let generations = s.store.generations(p.name()).await?;
         let gen = current_gen(&s.store, p.name()).await?;
-        let positions: Vec<_> = s
+        let positions = s
             .store
             .positions(p.name(), gen)
             .await?
             .into_iter()
-            .map(|((topic, partition), next)| serde_json::json!({ "topic": topic, "partition": partition, "next_offset": next }))
+            .map(|((topic, partition), next_offset)| PositionInfo { topic, partition, next_offset })
             .collect();
-        let generations: Vec<_> = generations.into_iter().map(|(g, st)| serde_json::json!({ "gen": g, "state": st })).collect();
-        out.push(serde_json::json!({ "projection": p.name(), "current": gen, "generations": generations, "positions": positions }));
+        let generations = generations.into_iter().map(|(gen, state)| GenerationInfo { gen, state }).collect();
+        out.push(ProjectionInfo { projection: p.name().to_string(), current: gen, generations, positions });
     }
     Ok(Json(out).into_response())
 }
@@ -310,21 +427,50 @@ mod tests {
     }
 
     #[test]
-    fn the_openapi_document_describes_every_query_route() {
-        let doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON");
+    fn the_openapi_document_names_every_route_with_its_types() {
+        let store = AnyStore::Sqlite(crate::store::SqliteStore::open(tempfile::tempdir().unwrap().path().join("s.db")).unwrap());
+        let (_, doc) = parts(ApiState::new(store));
+        let doc: serde_json::Value = serde_json::from_str(&doc.to_json().unwrap()).unwrap();
         assert_eq!(doc["openapi"], "3.1.0");
-        for path in [
+        let paths: Vec<&str> = doc["paths"].as_object().unwrap().keys().map(String::as_str).collect();
+        // Registered with the router through routes!, so this is what the router serves.
+        let mut want = vec![
+            "/healthz",
+            "/v1/projections",
+            "/v1/tservers/{tserver}/calls/{connid}",
             "/v1/tservers/{tserver}/dns",
             "/v1/tservers/{tserver}/dns/{dn}",
             "/v1/tservers/{tserver}/dns/{dn}/calls",
             "/v1/tservers/{tserver}/dns/{dn}/stats/current",
             "/v1/tservers/{tserver}/dns/{dn}/stats/intervals",
+            "/v1/tservers/{tserver}/statistics",
             "/v1/tservers/{tserver}/stats/current",
             "/v1/tservers/{tserver}/stats/intervals",
-            "/v1/tservers/{tserver}/calls/{connid}",
-            "/v1/projections",
+            "/v1/wallboard",
+            "/v1/wallboard/events",
+            "/wallboard",
+            "/wallboard/wallboard.css",
+            "/wallboard/wallboard.js",
+        ];
+        want.sort();
+        let mut got = paths.clone();
+        got.sort();
+        assert_eq!(got, want);
+        // Every answer type is described, field by field.
+        let schemas = &doc["components"]["schemas"];
+        for (schema, field) in [
+            ("DnState", "agent_state"),
+            ("CallRecord", "legs"),
+            ("CallLeg", "hold_count"),
+            ("Statistics", "figures"),
+            ("Tally", "not_ready_by_reason_ms"),
+            ("Board", "tiles"),
+            ("ErrorBody", "error"),
         ] {
-            assert!(doc["paths"][path]["get"].is_object(), "{path} is not in openapi.json");
+            assert!(schemas[schema]["properties"][field].is_object(), "{schema}.{field} in {}", schemas[schema]);
         }
+        let calls = &doc["paths"]["/v1/tservers/{tserver}/dns/{dn}/calls"]["get"];
+        let params: Vec<&str> = calls["parameters"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+        assert_eq!(params, ["tserver", "dn", "since", "from", "to", "limit", "page"]);
     }
 }

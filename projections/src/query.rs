@@ -31,10 +31,14 @@ pub const MAX_INTERVALS: i64 = 7 * 24 * 4;
 
 /// A time window given as `since` (a duration before now) and/or `from`/`to` (ms since
 /// the epoch, or RFC 3339 times).
-#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[derive(Clone, Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Window {
+    /// A duration before now (`15m`, `2h`, `1d`); wins over `from`.
     pub since: Option<String>,
+    /// Ms since the epoch or an RFC 3339 time.
     pub from: Option<String>,
+    /// Ms since the epoch or an RFC 3339 time (default: now).
     pub to: Option<String>,
 }
 

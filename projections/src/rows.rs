@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Live state of one DN.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DnState {
     pub tserver: i32,
     pub dn: String,
@@ -45,7 +45,7 @@ impl DnState {
 }
 
 /// One call at a DN, as the DN state sees it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DnCallState {
     pub connid: String,
     /// dialing, ringing, talking, held.
@@ -57,7 +57,7 @@ pub struct DnCallState {
 }
 
 /// One DN's part in a call.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CallLeg {
     pub dn: String,
     pub other_dn: Option<String>,
@@ -81,7 +81,7 @@ pub struct CallLeg {
 }
 
 /// A call (one ConnID on one T-Server) with its legs.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CallRecord {
     pub tserver: i32,
     pub connid: String,
@@ -118,7 +118,7 @@ pub struct CallRecord {
 }
 
 /// A call as seen from one DN: the per-DN history row.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DnCall {
     pub tserver: i32,
     pub dn: String,

@@ -146,7 +146,7 @@ impl Settings {
 }
 
 /// The current values of docs/statistics.md ("Current statistics").
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Current {
     pub agents_logged_in: u64,
     pub agents_ready: u64,
@@ -161,7 +161,7 @@ pub struct Current {
 }
 
 /// An object's statistics over a profile.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Statistics {
     pub tserver: i32,
     pub object: String,
@@ -323,18 +323,23 @@ async fn sums<S: Store>(
 }
 
 /// One wallboard tile.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Tile {
+    /// The statistic (docs/statistics.md).
+    #[schema(value_type = String)]
     pub stat: &'static str,
+    #[schema(value_type = String)]
     pub label: &'static str,
+    /// `null`: no sample (shown as "—").
     pub value: Option<f64>,
     /// `pct`, `ms` or `count`.
+    #[schema(value_type = String)]
     pub unit: &'static str,
     pub colour: Colour,
 }
 
 /// One row of the agent grid.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Cell {
     pub dn: String,
     pub agent_id: Option<String>,
@@ -349,7 +354,7 @@ pub struct Cell {
 pub const MAX_CELLS: usize = 1000;
 
 /// A wallboard: tiles of a group or T-Server and its agent grid.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Board {
     pub tserver: i32,
     pub object: String,

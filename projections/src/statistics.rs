@@ -15,7 +15,7 @@ pub const SHORT_ABANDON_MS: i64 = 5_000;
 
 /// What one object (DN, agent, T-Server, group) accumulated in one bucket (a minute, a
 /// 15-minute interval, a day): sums only, so buckets add up to any profile.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Tally {
     pub offered: u64,
     pub answered: u64,
@@ -165,7 +165,7 @@ pub fn slices(start_ms: i64, end_ms: i64, width_ms: i64) -> impl Iterator<Item =
 }
 
 /// Ratios and averages of a [`Tally`]; `None` where the divisor is zero.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Figures {
     /// 100 × abandoned / (answered + abandoned).
     pub abandoned_pct: Option<f64>,
@@ -197,7 +197,7 @@ fn avg(sum: i64, n: u64) -> Option<i64> {
 }
 
 /// A wallboard tile's colour.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Colour {
     Green,

@@ -9,7 +9,7 @@ use crate::rows::{DnCall, DnState};
 use crate::store::INTERVAL_MS;
 
 /// One interval's numbers, for one DN or a whole T-Server.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct IntervalStats {
     /// Start of the interval (ms since the epoch, a multiple of 15 minutes).
     pub interval_ms: i64,
@@ -55,7 +55,7 @@ pub fn aggregate(interval_ms: i64, legs: &[DnCall]) -> IntervalStats {
 }
 
 /// A DN's (and its agent's) current state and time in state, as of `now_ms`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct CurrentState {
     pub tserver: i32,
     pub dn: String,

@@ -29,7 +29,7 @@ use axum::Json;
 use serde::Deserialize;
 use tokio::sync::{mpsc, watch, OnceCell};
 
-use crate::http::{ApiError, ApiState};
+use crate::http::{ApiError, ApiState, ErrorBody};
 use crate::query::QueryError;
 use crate::stat_query::{self, Board, Cell, Profile, Settings};
 use crate::store::{current_gen, AnyStore, Store};
@@ -48,14 +48,27 @@ pub const REFRESH_EVERY: Duration = Duration::from_secs(5);
 /// Streams open at once, by default.
 pub const DEFAULT_MAX_CLIENTS: usize = 64;
 
+/// The wallboard page (its script and style at `/wallboard/wallboard.js` and
+/// `/wallboard/wallboard.css`). It holds no data, so it needs no token: open
+/// `/wallboard?tserver=1&group=7#token=...` and the page sends the token from the fragment.
+#[utoipa::path(get, path = "/wallboard", tag = "wallboard",
+    params(("tserver" = i32, Query, description = "T-Server id"), ("group" = Option<i32>, Query, description = "Group id (default: the whole T-Server)"),
+        ("profile" = Option<String>, Query, description = "Profile of the tiles (default growing)")),
+    responses((status = 200, description = "The page", body = String, content_type = "text/html")))]
 pub async fn page() -> Response {
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], PAGE).into_response()
 }
 
+/// The wallboard's script.
+#[utoipa::path(get, path = "/wallboard/wallboard.js", tag = "wallboard",
+    responses((status = 200, description = "The script", body = String, content_type = "text/javascript")))]
 pub async fn script() -> Response {
     ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], SCRIPT).into_response()
 }
 
+/// The wallboard's style sheet.
+#[utoipa::path(get, path = "/wallboard/wallboard.css", tag = "wallboard",
+    responses((status = 200, description = "The style sheet", body = String, content_type = "text/css")))]
 pub async fn style() -> Response {
     ([(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], STYLE).into_response()
 }
@@ -128,10 +141,14 @@ impl Drop for ClientGuard {
 }
 
 /// The board asked for.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct BoardQuery {
+    /// T-Server id (required).
     pub tserver: Option<String>,
+    /// Group id (default: the whole T-Server).
     pub group: Option<String>,
+    /// Profile of the tiles: `growing` (default), `interval`, `last_1m` … `last_60m`.
     pub profile: Option<String>,
 }
 
@@ -148,13 +165,21 @@ fn which(q: &BoardQuery) -> Result<(i32, Option<i32>, Profile), QueryError> {
     Ok((tserver, group, Profile::parse(q.profile.as_deref(), None)?))
 }
 
-/// `GET /v1/wallboard`: the board as JSON.
+/// A wallboard as JSON: KPI tiles (with their threshold colours) and the agent grid.
+#[utoipa::path(get, path = "/v1/wallboard", tag = "wallboard", params(BoardQuery),
+    responses((status = 200, description = "The board", body = Board), (status = 400, description = "Bad input", body = ErrorBody), (status = 404, description = "Unknown group", body = ErrorBody)))]
 pub async fn board(State(s): State<ApiState>, Query(q): Query<BoardQuery>) -> Result<Response, ApiError> {
     let (tserver, group, profile) = which(&q)?;
     Ok(Json(stat_query::board(&s.store, &s.settings, tserver, group, profile, netwatch_schemas::now_ms()).await?).into_response())
 }
 
-/// `GET /v1/wallboard/events`: the board's feed.
+/// A wallboard's live feed (Server-Sent Events): `snapshot` (data: the board), then
+/// `tiles` (data: `{now_ms, tiles}`) when a tile changes and `agent` (data: `{now_ms,
+/// agent}`; status `gone` removes the row) for each grid row that changed, pushed when
+/// the statistics projection writes.
+#[utoipa::path(get, path = "/v1/wallboard/events", tag = "wallboard", params(BoardQuery),
+    responses((status = 200, description = "The event stream", body = String, content_type = "text/event-stream"), (status = 400, description = "Bad input", body = ErrorBody), (status = 404, description = "Unknown group", body = ErrorBody),
+        (status = 503, description = "As many streams are open as --max-wallboard-streams allows", body = ErrorBody)))]
 pub async fn events(State(s): State<ApiState>, Query(q): Query<BoardQuery>) -> Result<Response, ApiError> {
     let (tserver, group, profile) = which(&q)?;
     // Ask once before answering, so that a bad group is a 404, not a stream of errors.
