@@ -21,7 +21,7 @@ use netwatch_schemas::calls::{CallBody, CallEvent, TEventKind};
 use netwatch_schemas::config::{ConfigChange, ConfigEvent};
 use netwatch_schemas::decode;
 use tokio::sync::watch;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::call_history;
 use crate::dn_state::{self, Target};
@@ -108,6 +108,9 @@ impl Series {
         }
     }
 }
+
+/// How often the statistics runner deletes minute buckets older than they are kept.
+const PRUNE_MINUTES: Duration = Duration::from_secs(600);
 
 /// How often a runner checks whether its generation is still the current one.
 const GENERATION_CHECK: Duration = Duration::from_secs(1);
@@ -224,6 +227,8 @@ pub async fn run_generation<S: Store>(
     info!(projection = projection.name(), gen, %group, "Projection started.");
     let mut check = tokio::time::interval(GENERATION_CHECK);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut prune = tokio::time::interval(PRUNE_MINUTES);
+    prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let max_batch = store.max_batch();
     let result = loop {
         if *stop.borrow() {
@@ -243,6 +248,13 @@ pub async fn run_generation<S: Store>(
                         Ok(fresh) => std::mem::replace(&mut consumer, fresh).stop().await,
                         Err(e) => break Err(e.into()),
                     }
+                }
+                continue;
+            }
+            _ = prune.tick(), if projection == Projection::Statistics && follow => {
+                match store.prune_minutes(netwatch_schemas::now_ms() - stat_fold::MINUTES_KEPT_MS).await {
+                    Ok(n) => debug!(projection = projection.name(), n, "Old minute buckets pruned."),
+                    Err(e) => warn!(projection = projection.name(), error = %e, "Pruning old minute buckets failed; trying again later."),
                 }
                 continue;
             }
@@ -580,8 +592,14 @@ impl<S: Store> Applier<S> {
         for ((tserver, id), row) in stats.groups {
             batch.stats.insert((tserver, GROUP_PART.into(), id), row);
         }
+        // Minute buckets serve windows of the last hour: those older than they are kept
+        // are not written (a replay of old history writes intervals only).
+        let oldest_minute = netwatch_schemas::now_ms() - stat_fold::MINUTES_KEPT_MS;
         for (tserver, deltas) in stats.deltas {
             for ((object, width, start), delta) in deltas {
+                if width == 'm' && start < oldest_minute {
+                    continue;
+                }
                 let (part, key) = (stat_fold::bucket_part(&object), stat_fold::bucket_key(width, start));
                 let mut tally: Tally = self.stat(tserver, &part, &key).await?.unwrap_or_default();
                 tally.add(&delta);

@@ -113,6 +113,23 @@ async fn scenario<S: Store>(store: S) {
     assert_eq!(store.dump("call-history", 2).await.unwrap().len(), 1);
     // The other projection's rows are untouched.
     assert_eq!(store.dns(1, 1).await.unwrap().len(), 2);
+
+    // Statistics rows: a part's keys read as a range, in key order; minute buckets are
+    // pruned by age and are not part of the checksum's rows.
+    let mut s = batch("statistics", 1, 1);
+    for (key, row) in [("i:000000000900000", "{\"i\":1}"), ("m:000000000060000", "{\"m\":1}"), ("m:000000000120000", "{\"m\":2}")] {
+        s.stats.insert((1, "b:dn:5001".into(), key.into()), row.into());
+    }
+    s.stats.insert((1, "dn".into(), "5001".into()), "{}".into());
+    store.write(s).await.unwrap();
+    let minutes = store.stat_range(1, 1, "b:dn:5001", "m:", "m:~").await.unwrap();
+    assert_eq!(minutes.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["m:000000000060000", "m:000000000120000"]);
+    assert_eq!(store.stat_row(1, 1, "b:dn:5001", "i:000000000900000").await.unwrap().as_deref(), Some("{\"i\":1}"));
+    assert_eq!(store.dump("statistics", 1).await.unwrap().len(), 2, "the interval and the DN row, no minute");
+    store.prune_minutes(120_000).await.unwrap();
+    let minutes = store.stat_range(1, 1, "b:dn:5001", "m:", "m:~").await.unwrap();
+    assert_eq!(minutes.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["m:000000000120000"]);
+    assert!(store.stat_row(1, 1, "b:dn:5001", "i:000000000900000").await.unwrap().is_some(), "intervals stay");
 }
 
 #[tokio::test]

@@ -213,7 +213,12 @@ pub trait Store: Clone + Send + Sync + 'static {
         from_key: &str,
         to_key: &str,
     ) -> impl Future<Output = Result<Vec<(String, String)>, StoreError>> + Send;
-    /// Every row of a projection generation as canonical JSON, in key order (checksums).
+    /// Delete every generation's minute buckets (keys `m:...`) that start before
+    /// `before_ms`: they serve windows of at most an hour, so they are kept for
+    /// [`crate::stat_fold::MINUTES_KEPT_MS`] only.
+    fn prune_minutes(&self, before_ms: i64) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// Every row of a projection generation as canonical JSON, in key order (checksums;
+    /// statistics without its minute buckets, which are kept by wall-clock age).
     fn dump(&self, projection: &str, gen: Gen) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
     /// At most this many log records per [`Store::write`].
     fn max_batch(&self) -> usize {
@@ -308,6 +313,9 @@ impl Store for AnyStore {
         to_key: &str,
     ) -> Result<Vec<(String, String)>, StoreError> {
         each!(self, s => s.stat_range(gen, tserver, part, from_key, to_key).await)
+    }
+    async fn prune_minutes(&self, before_ms: i64) -> Result<u64, StoreError> {
+        each!(self, s => s.prune_minutes(before_ms).await)
     }
     async fn dump(&self, projection: &str, gen: Gen) -> Result<Vec<String>, StoreError> {
         each!(self, s => s.dump(projection, gen).await)

@@ -359,6 +359,24 @@ impl Store for ScyllaStore {
         rows.map(|r| r.map_err(err)).collect()
     }
 
+    async fn prune_minutes(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let before = crate::stat_fold::bucket_key('m', before_ms);
+        let mut parts = 0;
+        for (g, tserver, part) in self.scan::<(i32, i32, String)>("SELECT DISTINCT gen, tserver, part FROM stats").await? {
+            if part.starts_with("b:") {
+                self.session
+                    .query_unpaged(
+                        "DELETE FROM stats WHERE gen = ? AND tserver = ? AND part = ? AND key >= 'm:' AND key < ?",
+                        (g, tserver, part, before.as_str()),
+                    )
+                    .await
+                    .map_err(err)?;
+                parts += 1;
+            }
+        }
+        Ok(parts)
+    }
+
     async fn dump(&self, projection: &str, gen: Gen) -> Result<Vec<String>, StoreError> {
         let g = gen as i32;
         if projection == "statistics" {
@@ -366,7 +384,7 @@ impl Store for ScyllaStore {
                 .scan::<(i32, i32, String, String, String)>("SELECT gen, tserver, part, key, row FROM stats")
                 .await?
                 .into_iter()
-                .filter(|(pg, ..)| *pg == g)
+                .filter(|(pg, _, _, key, _)| *pg == g && !key.starts_with("m:"))
                 .map(|(_, t, part, key, row)| ((t, part, key), row))
                 .collect();
             rows.sort();

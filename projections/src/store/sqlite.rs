@@ -315,11 +315,17 @@ impl Store for SqliteStore {
         })
     }
 
+    async fn prune_minutes(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let before = crate::stat_fold::bucket_key('m', before_ms);
+        self.write_with(move |c| Ok(c.execute("DELETE FROM stats WHERE key >= 'm:' AND key < ?1", params![before])? as u64)).await
+    }
+
     async fn dump(&self, projection: &str, gen: Gen) -> Result<Vec<String>, StoreError> {
         let sql = match projection {
             "dn-state" => "SELECT row FROM dn_state WHERE gen = ?1 ORDER BY tserver, dn",
             "statistics" => {
-                "SELECT tserver || ' ' || part || ' ' || key || ' ' || row FROM stats WHERE gen = ?1 ORDER BY tserver, part, key"
+                "SELECT tserver || ' ' || part || ' ' || key || ' ' || row FROM stats WHERE gen = ?1 AND key NOT LIKE 'm:%'
+                 ORDER BY tserver, part, key"
             }
             _ => "SELECT row FROM calls WHERE gen = ?1 ORDER BY tserver, connid",
         };
