@@ -44,7 +44,8 @@ done
 cat <<MSG
 
 Netwatch is running: 2 simulated T-Servers x 25 DNs with steady traffic.
-  Wallboard  http://$HTTP_ADDR/wallboard?tserver=1   (T-Server 2: ?tserver=2; docs/statistics.md)
+  Wallboard  http://$HTTP_ADDR/wallboard?tserver=1   (a team: ?tserver=1&group=101 or 102; T-Server 2: ?tserver=2,
+             groups 201, 202; docs/statistics.md)
   HTTP API   http://$HTTP_ADDR/v1/tservers/1/dns   (also /healthz, /metrics: docs/operations.md)
   Try, in another terminal (same folder):
     $BIN query dns 1

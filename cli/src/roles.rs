@@ -15,7 +15,7 @@ use netwatch_projections::runner::Metrics;
 use netwatch_projections::stat_query::Settings as StatSettings;
 use netwatch_projections::wallboard::Hub;
 use netwatch_projections::Projection;
-use netwatch_schemas::config::{ConfigChange, Dn, DnType, TServer};
+use netwatch_schemas::config::{ConfigChange, Dn, DnType, Group, GroupKind, TServer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -362,6 +362,16 @@ async fn register_site(log: &Log, args: &UpArgs) -> Result<(), CliError> {
             let number = sim_dn(t, i);
             if !state.dns.contains_key(&(t, number.clone())) {
                 changes.push(ConfigChange::DnCreated(Dn { dbid: t * 10_000 + i, tserver: t, number, dn_type: DnType::AcdPosition }));
+            }
+        }
+        // Two teams per T-Server, the agents of the first and second half of its DNs (the
+        // simulator logs agent-<DN> in at each), for the wallboard's group boards.
+        let half = (args.sim_dns + 1) / 2;
+        for (n, name, range) in [(1, "Team A", 1..=half), (2, "Team B", half + 1..=args.sim_dns)] {
+            let members: Vec<String> = range.map(|i| format!("agent-{}", sim_dn(t, i))).collect();
+            let id = t * 100 + n;
+            if !members.is_empty() && !state.groups.contains_key(&id) {
+                changes.push(ConfigChange::GroupCreated(Group { id, tserver: t, name: name.into(), kind: GroupKind::Agent, members }));
             }
         }
     }
