@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 
 .DEFAULT_GOAL := help
-.PHONY: help build run run-sip test bench chaos lint fmt broker-install sip-install browser-install broker-up broker-down up down clean
+.PHONY: help build run run-sip test bench chaos lint fmt broker-install sip-install browser-install postgres-install broker-up broker-down up down clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -22,16 +22,20 @@ test: broker-install ## Run the whole suite: unit, property and end-to-end tests
 	infra/kamailio.sh install || echo "Kamailio/SIPp could not be installed: the SIP tests will be skipped (see above)"
 	@# Chromium and ChromeDriver for the wallboard's browser test; without them that test says so and skips.
 	infra/chromium.sh install || echo "Chromium/ChromeDriver could not be installed: the wallboard browser test will be skipped (see above)"
+	@# PostgreSQL with wal2json for the configuration-database source's tests; without it they say so and skip.
+	infra/postgres.sh install || echo "PostgreSQL/wal2json could not be installed: the CDC tests will be skipped (see above)"
 	@# Tests and binaries only: the criterion benches build under `make bench` (and `make lint` checks them).
 	$(CARGO) build --workspace --tests --bins
 	@# cargo-nextest (on the build machines) runs tests two at a time, each in its own process
 	@# (.config/nextest.toml); plain cargo test otherwise.
 	if $(CARGO) nextest --version >/dev/null 2>&1; then $(CARGO) nextest run --workspace --no-fail-fast; else $(CARGO) test --workspace; fi
 
-chaos: broker-install ## The long fault suite (CHAOS_ROUNDS=6, 40 s broker outages); rewrites docs/reliability.md
+chaos: broker-install postgres-install ## The long fault suite (CHAOS_ROUNDS=6, 40 s broker outages); rewrites docs/reliability.md
 	$(CARGO) build -p netwatch --tests
 	CHAOS_ROUNDS=$${CHAOS_ROUNDS:-6} CHAOS_OUTAGE_S=$${CHAOS_OUTAGE_S:-40} CHAOS_REPORT=$(CURDIR)/docs/reliability.md \
 		$(CARGO) test -p netwatch --test e2e_chaos -- --nocapture
+	@# The configuration database's kill -9 run (PostgreSQL with wal2json: infra/postgres.sh install).
+	$(CARGO) test -p netwatch --test e2e_cdc -- --ignored --nocapture
 
 bench: broker-install sip-install ## Benchmarks (release build, own broker): prints a table and rewrites docs/benchmarks.md
 	CARGO="$(CARGO)" infra/bench.sh
@@ -51,6 +55,9 @@ sip-install: ## Install Kamailio 5.6 and SIPp from Debian unless they are there 
 
 browser-install: ## Install Chromium and ChromeDriver from Debian unless they are there (the wallboard's browser test uses them)
 	infra/chromium.sh install
+
+postgres-install: ## Install PostgreSQL 15 and wal2json from Debian unless they are there (netwatch cdc postgres, docs/cdc.md)
+	infra/postgres.sh install
 
 broker-up: broker-install build ## Start the broker on 127.0.0.1:9092 (BROKER_PORT=... to change; data in data/broker)
 	infra/broker.sh start

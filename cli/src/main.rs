@@ -4,6 +4,7 @@ mod bench;
 mod bench_live;
 mod bench_sip;
 mod cat;
+mod cdc;
 mod config;
 mod config_snapshot;
 mod deadletter;
@@ -82,6 +83,9 @@ enum Command {
     /// Benchmarks against a running broker (docs/benchmarks.md).
     #[command(subcommand)]
     Bench(bench::BenchCmd),
+    /// Stream a configuration database's committed changes into `config` (docs/cdc.md).
+    #[command(subcommand)]
+    Cdc(cdc::CdcCmd),
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -138,6 +142,7 @@ fn main() -> ExitCode {
             | Command::Projections(_)
             | Command::Serve(_)
             | Command::Up(_)
+            | Command::Cdc(_)
             | Command::Sim(sim::SimCmd::Tserver(_))
     );
     // One-shot commands report their own one-line error; librdkafka's retries would bury it.
@@ -186,6 +191,7 @@ fn main() -> ExitCode {
             Command::Up(args) => roles::up(&ctx, args).await,
             Command::Status(args) => status::run(&ctx, args).await,
             Command::Bench(cmd) => bench::run(&ctx, cmd).await,
+            Command::Cdc(cmd) => cdc::run(&ctx, cmd).await,
             Command::Deadletter(cmd) => deadletter::run(&ctx, cmd).await,
         }
     });

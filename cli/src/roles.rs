@@ -204,7 +204,7 @@ fn count_at_exit(log: &Log) {
     let _ = PRODUCER.set(log.producer.clone());
 }
 
-fn shutdown_on_signal() -> watch::Receiver<bool> {
+pub fn shutdown_on_signal() -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();

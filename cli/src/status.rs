@@ -23,6 +23,10 @@ pub struct StatusArgs {
     /// Heartbeats a monitor may miss before it counts as dead.
     #[arg(long, default_value_t = 3)]
     missed_heartbeats: i64,
+    /// The configuration database of `netwatch cdc postgres`: with it, each CDC source
+    /// shows its slot's state and lag in bytes.
+    #[arg(long, env = "NETWATCH_CDC_DSN", hide_env_values = true)]
+    cdc_dsn: Option<String>,
 }
 
 fn table(s: &ClusterStatus) -> String {
@@ -84,14 +88,29 @@ pub async fn run(ctx: &Ctx, args: StatusArgs) -> Result<(), CliError> {
     let log = ctx.log()?;
     let status = cluster_status(&log, liveness).await?;
     let projections = projection_lags(ctx, &log).await?;
+    let cdc = crate::cdc::sources(&log, args.cdc_dsn.as_deref()).await?;
     if args.json {
         let mut value = serde_json::to_value(&status)?;
         value["projections"] = serde_json::Value::Array(projections);
+        value["cdc"] = serde_json::Value::Array(cdc);
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         print!("{}", table(&status));
         for p in &projections {
             println!("projection {} g{}: {} records behind the log", p["projection"].as_str().unwrap_or(""), p["generation"], p["lag"]);
+        }
+        for c in &cdc {
+            let lag = match (&c["lag_bytes"], &c["wal_status"]) {
+                (serde_json::Value::Number(n), status) => format!("{n} bytes of WAL behind, slot {}", status.as_str().unwrap_or("?")),
+                (_, serde_json::Value::String(s)) => format!("slot {s}"),
+                _ => "lag unknown (--cdc-dsn shows it)".to_string(),
+            };
+            println!(
+                "cdc slot {}: {} events, last LSN {}, {lag}",
+                c["slot"].as_str().unwrap_or(""),
+                c["events"],
+                c["last_lsn"].as_str().unwrap_or("-")
+            );
         }
     }
     Ok(())

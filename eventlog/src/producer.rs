@@ -10,6 +10,10 @@ use tracing::warn;
 
 use crate::{KafkaConfig, LogError};
 
+/// A record with headers: (topic, key, partition, bytes, headers); empty bytes are a
+/// null value.
+pub type Headed<'a> = (&'a str, &'a str, i32, &'a [u8], &'a [(String, String)]);
+
 /// An idempotent producer. Cheap to clone.
 #[derive(Clone)]
 pub struct Producer {
@@ -107,10 +111,16 @@ impl Producer {
     /// first (its order per partition is kept), then every acknowledgement awaited. Each
     /// record is (topic, key, partition, bytes).
     pub async fn send_all(&self, records: &[(String, String, i32, Vec<u8>)]) -> Result<(), LogError> {
+        let headed: Vec<_> = records.iter().map(|(t, k, p, b)| (t.as_str(), k.as_str(), *p, b.as_slice(), &[][..])).collect();
+        self.send_all_with(&headed).await
+    }
+
+    /// [`Producer::send_all`] with headers on each record.
+    pub async fn send_all_with(&self, records: &[Headed<'_>]) -> Result<(), LogError> {
         let mut pending = std::collections::VecDeque::new();
-        for (topic, key, partition, bytes) in records {
+        for (topic, key, partition, bytes, headers) in records {
             loop {
-                match self.enqueue(topic, key, *partition, bytes) {
+                match self.enqueue_with(topic, key, *partition, bytes, headers) {
                     Enqueued::Taken(d) => break pending.push_back(d),
                     Enqueued::QueueFull => match pending.pop_front() {
                         Some(oldest) => Self::acknowledged(oldest).await?,
@@ -137,9 +147,25 @@ impl Producer {
     /// Offer a record to the producer's queue without waiting; `partition` -1 lets the
     /// partitioner choose.
     pub fn enqueue(&self, topic: &str, key: &str, partition: i32, bytes: &[u8]) -> Enqueued {
-        let mut record = FutureRecord::to(topic).key(key).payload(bytes);
+        self.enqueue_with(topic, key, partition, bytes, &[])
+    }
+
+    /// [`Producer::enqueue`] with headers. Empty `bytes` are appended as a null value: a
+    /// marker that carries only its headers (readers skip records without a value).
+    pub fn enqueue_with(&self, topic: &str, key: &str, partition: i32, bytes: &[u8], headers: &[(String, String)]) -> Enqueued {
+        let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic).key(key);
+        if !bytes.is_empty() {
+            record = record.payload(bytes);
+        }
         if partition >= 0 {
             record = record.partition(partition);
+        }
+        if !headers.is_empty() {
+            let mut h = OwnedHeaders::new();
+            for (k, v) in headers {
+                h = h.insert(Header { key: k, value: Some(v.as_str()) });
+            }
+            record = record.headers(h);
         }
         match self.inner.send_result(record) {
             Ok(delivery) => Enqueued::Taken(delivery),

@@ -200,6 +200,11 @@ impl ConfigState {
     }
 
     /// A T-Server by id.
+    /// The DN with this DBID, if any.
+    pub fn dn_by_dbid(&self, dbid: i32) -> Option<&Dn> {
+        self.by_dbid.get(&dbid).and_then(|key| self.dns.get(key))
+    }
+
     pub fn tserver(&self, id: i32) -> Result<&TServer, Rejected> {
         self.tservers.get(&id).ok_or(Rejected::UnknownTServer(id))
     }

@@ -1,0 +1,319 @@
+//! The configuration database as a source: a real PostgreSQL (Debian's, started by
+//! infra/postgres.sh), plain SQL writes, `netwatch cdc postgres` streaming them into
+//! `config`, and the rest of Netwatch acting on them.
+//!
+//! Needs PostgreSQL 15 with wal2json (infra/postgres.sh install, run by `make test`);
+//! without it the tests say so and pass without looking.
+
+mod harness;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use harness::{free_port, registrations, wait_for, LogsOnPanic, World};
+use serde_json::Value;
+
+fn script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../infra/postgres.sh")
+}
+
+/// A throw-away cluster on a free port, stopped and removed when dropped.
+struct Postgres {
+    data: PathBuf,
+    port: u16,
+}
+
+impl Postgres {
+    /// Start one, or None when PostgreSQL with wal2json is not installed.
+    fn start() -> Option<Postgres> {
+        let installed = std::path::Path::new("/usr/lib/postgresql/15/bin/initdb").exists()
+            && std::path::Path::new("/usr/lib/postgresql/15/lib/wal2json.so").exists();
+        if !installed {
+            eprintln!("SKIPPED: PostgreSQL 15 with wal2json is not installed (infra/postgres.sh install)");
+            return None;
+        }
+        let port = free_port();
+        // Under /tmp itself: the server runs as the postgres user, which must reach it.
+        let data = std::env::temp_dir().join(format!("netwatch-pg-{port}-{}", std::process::id()));
+        let pg = Postgres { data, port };
+        let out = pg.script("start");
+        assert!(out.status.success(), "postgres start: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        Some(pg)
+    }
+
+    fn script(&self, what: &str) -> std::process::Output {
+        Command::new(script())
+            .arg(what)
+            .env("PG_DATA", &self.data)
+            .env("PG_PORT", self.port.to_string())
+            .output()
+            .expect("run infra/postgres.sh")
+    }
+
+    fn dsn(&self) -> String {
+        format!("host=127.0.0.1 port={} user=postgres dbname=netwatch", self.port)
+    }
+
+    /// Run SQL with psql; its output (unaligned, tuples only).
+    fn sql(&self, sql: &str) -> String {
+        let out = Command::new("psql")
+            .args([
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-tA",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "netwatch",
+            ])
+            .args(["-c", sql])
+            .output()
+            .expect("run psql");
+        assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = self.script("stop");
+        let _ = std::fs::remove_dir_all(&self.data);
+        let _ = std::fs::remove_file(self.data.with_extension("initdb.log"));
+    }
+}
+
+/// The `config` records the CDC appended: (position header, event).
+fn cdc_events(w: &World, slot: &str) -> Vec<(String, Value)> {
+    w.records("config")
+        .into_iter()
+        .filter(|r| r["headers"]["netwatch.cdc.slot"] == slot && !r["value"].is_null())
+        .map(|r| (r["headers"]["netwatch.cdc.position"].as_str().unwrap_or_default().to_string(), r["value"].clone()))
+        .collect()
+}
+
+#[test]
+fn sql_writes_reach_config_the_dispatcher_and_the_monitor_and_a_refused_one_the_deadletter() {
+    let Some(pg) = Postgres::start() else { return };
+    let w = World::start();
+    let sim_port = free_port();
+    let sim = format!("127.0.0.1:{sim_port}");
+    let procs = [
+        w.spawn("sim", &["sim", "tserver", "--listen", &sim, "--name", "TS1", "--dns", "5001-5004"]),
+        w.spawn("dispatcher", &["dispatcher", "--id", "d1"]),
+        w.spawn("monitor", &["monitor", "--id", "m1"]),
+        w.spawn("cdc", &["cdc", "postgres", "--dsn", &pg.dsn(), "--slot", "s1", "--poll", "100ms", "--heartbeat", "1s"]),
+    ];
+    let _guard = LogsOnPanic(procs.iter().map(|p| p.log.clone()).collect());
+
+    // Plain SQL, as a provisioning tool writes it.
+    pg.sql(&format!("INSERT INTO tservers (id, name, host, port) VALUES (1, 'TS1', '127.0.0.1', {sim_port})"));
+    pg.sql("BEGIN; INSERT INTO dns VALUES (101, 1, '5001', 'acd-position'), (102, 1, '5002', 'extension'), (103, 1, '5003', 'extension'); COMMIT;");
+    let registered = |want: &[&str]| {
+        wait_for(&format!("{want:?} registered at the simulator"), Duration::from_secs(60), || {
+            let r = registrations(&w, &sim)?;
+            let got: Vec<&str> = r.iter().filter(|(_, m)| m.iter().any(|m| m == "m1")).map(|(dn, _)| dn.as_str()).collect();
+            (got == want).then_some(()).ok_or(format!("{r:?}"))
+        })
+    };
+    registered(&["5001", "5002", "5003"]);
+
+    // An update and a delete.
+    pg.sql("UPDATE dns SET type = 'acd-position' WHERE dbid = 102");
+    pg.sql("DELETE FROM dns WHERE dbid = 103");
+    registered(&["5001", "5002"]);
+
+    // A DN of a T-Server Netwatch does not know: refused with its reason, and the stream
+    // goes on.
+    pg.sql("INSERT INTO dns VALUES (201, 99, '9001', 'extension')");
+    pg.sql("INSERT INTO dns VALUES (104, 1, '5004', 'extension')");
+    registered(&["5001", "5002", "5004"]);
+    let dead: Vec<Value> = w.records("deadletter").into_iter().filter(|d| d["headers"]["netwatch.cdc.slot"] == "s1").collect();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let reason = dead[0]["headers"]["netwatch.reason"].as_str().unwrap();
+    assert!(reason.contains("99"), "the reason names the unknown T-Server: {reason}");
+    assert_eq!(dead[0]["headers"]["netwatch.source.topic"], "postgres:s1");
+
+    // In `config`: every change once, in commit order, each with its position.
+    let events = cdc_events(&w, "s1");
+    let kinds: Vec<String> = events
+        .iter()
+        .map(|(_, e)| {
+            let c = &e["change"];
+            let key = c["dbid"].as_i64().or(c["id"].as_i64()).unwrap_or(-1);
+            format!("{}:{key}", c["type"].as_str().unwrap_or("?"))
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["TServerCreated:1", "DnCreated:101", "DnCreated:102", "DnCreated:103", "DnUpdated:102", "DnDeleted:103", "DnCreated:104"],
+        "{events:?}"
+    );
+    let positions: Vec<&str> = events.iter().map(|(p, _)| p.as_str()).collect();
+    let mut sorted = positions.clone();
+    sorted.sort_by_key(|p| {
+        let (lsn, i) = p.split_once('#').unwrap();
+        let (hi, lo) = lsn.split_once('/').unwrap();
+        (u64::from_str_radix(hi, 16).unwrap() << 32 | u64::from_str_radix(lo, 16).unwrap(), i.parse::<u32>().unwrap())
+    });
+    assert_eq!(positions, sorted, "positions grow with commit order");
+    // The slot is advanced past what was appended: it holds nothing more.
+    caught_up(&pg, "s1");
+}
+
+/// Wait until the slot is advanced past everything committed now.
+fn caught_up(pg: &Postgres, slot: &str) {
+    let end = pg.sql("SELECT pg_current_wal_lsn()");
+    wait_for(&format!("slot {slot} to pass {end}"), Duration::from_secs(180), || {
+        let at = pg.sql(&format!("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '{slot}'"));
+        (pg.sql(&format!("SELECT '{at}'::pg_lsn >= '{end}'::pg_lsn")) == "t").then_some(()).ok_or(at)
+    });
+}
+
+/// (table, operation, key) of a CDC event, as the trigger's change log writes them.
+fn logged(event: &Value) -> (String, String, i64) {
+    let c = &event["change"];
+    let (tbl, op) = match c["type"].as_str().unwrap_or_default() {
+        "TServerCreated" => ("tservers", "INSERT"),
+        "TServerUpdated" => ("tservers", "UPDATE"),
+        "TServerDeleted" => ("tservers", "DELETE"),
+        "DnCreated" => ("dns", "INSERT"),
+        "DnUpdated" => ("dns", "UPDATE"),
+        "DnDeleted" => ("dns", "DELETE"),
+        other => panic!("unexpected change {other}: {event}"),
+    };
+    (tbl.to_string(), op.to_string(), c["dbid"].as_i64().or(c["id"].as_i64()).unwrap())
+}
+
+/// In `make chaos`, not `make test`: reading `config` back through tansu 0.6.0 after 10,000
+/// header-carrying records sometimes takes longer than two minutes (its `header` table
+/// has no index on the record, so a fetch scans every header per record; docs/cdc.md).
+#[test]
+#[ignore = "long fault run: make chaos"]
+fn kill_9_at_five_moments_during_ten_thousand_changes_appends_each_once_in_commit_order() {
+    let Some(pg) = Postgres::start() else { return };
+    let w = World::start();
+    let projections = w.spawn("projections", &["projections", "run", "--projection", "dn-state"]);
+    let cdc_args = ["cdc", "postgres", "--dsn", &pg.dsn(), "--slot", "s2", "--poll", "50ms", "--heartbeat", "1s"];
+    let mut cdc = w.spawn("cdc", &cdc_args);
+    let guard = LogsOnPanic(vec![projections.log.clone(), cdc.log.clone()]);
+    // The changes come after the first start's snapshot (of empty tables): each of them
+    // goes through the stream.
+    wait_for("the CDC to stream", Duration::from_secs(60), || {
+        let log = std::fs::read_to_string(&cdc.log).map_err(|e| e.to_string())?;
+        log.contains("Streaming changes.").then_some(()).ok_or(log)
+    });
+    pg.sql("INSERT INTO tservers (id, name, host, port) VALUES (1, 'TS1', '127.0.0.1', 1)");
+
+    // 1,000 transactions of 10 changes each: new DNs, type changes, deletes. Each
+    // transaction sleeps a few ms, so that the writes last while the process is killed.
+    let mut seed = u64::from(free_port()) | 1;
+    eprintln!("seed {seed}");
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let (mut live, mut dbid) = (Vec::<i64>::new(), 1000);
+    let mut sql = String::new();
+    for _ in 0..1000 {
+        sql.push_str("BEGIN;\n");
+        for _ in 0..10 {
+            let r = next() % 10;
+            if live.len() < 5 || r < 5 {
+                dbid += 1;
+                live.push(dbid);
+                sql.push_str(&format!("INSERT INTO dns VALUES ({dbid}, 1, '{}', 'extension');\n", 10_000 + dbid));
+            } else if r < 8 {
+                let d = live[(next() % live.len() as u64) as usize];
+                sql.push_str(&format!(
+                    "UPDATE dns SET type = CASE type WHEN 'extension' THEN 'acd-position' ELSE 'extension' END WHERE dbid = {d};\n"
+                ));
+            } else {
+                let d = live.swap_remove((next() % live.len() as u64) as usize);
+                sql.push_str(&format!("DELETE FROM dns WHERE dbid = {d};\n"));
+            }
+        }
+        sql.push_str("SELECT pg_sleep(0.004);\nCOMMIT;\n");
+    }
+    let file = w.file("changes.sql", &sql);
+    let mut writer = Command::new("psql")
+        .args([
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &pg.port.to_string(),
+            "-U",
+            "postgres",
+            "netwatch",
+            "-o",
+            "/dev/null",
+        ])
+        .arg("-f")
+        .arg(&file)
+        .spawn()
+        .expect("run psql");
+
+    // Five kills at random moments while the writes go on, each followed by a restart.
+    let mut kills = 0;
+    while kills < 5 {
+        std::thread::sleep(Duration::from_millis(200 + next() % 800));
+        cdc.kill();
+        kills += 1;
+        cdc = w.spawn("cdc", &cdc_args);
+    }
+    assert!(writer.wait().unwrap().success(), "the writes failed");
+    let changes: i64 = pg.sql("SELECT count(*) FROM change_log").parse().unwrap();
+    assert_eq!(changes, 10_001, "1 T-Server and 10,000 DN changes committed");
+    assert!(cdc.running(), "the last restart runs");
+
+    // `config` holds every committed change once, in commit order (psql commits one
+    // transaction after the other, so the change log's order is the commit order).
+    // Done when the slot is advanced past the last commit (it advances only after the
+    // broker acknowledged; an idle slot is advanced to the WAL's end by the heartbeat):
+    // asked of PostgreSQL, so that the wait does not load the broker.
+    caught_up(&pg, "s2");
+    let events = cdc_events(&w, "s2");
+    let want: Vec<(String, String, i64)> = pg
+        .sql("SELECT tbl || ' ' || op || ' ' || row_key FROM change_log ORDER BY seq")
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f[0].to_string(), f[1].to_string(), f[2].parse().unwrap())
+        })
+        .collect();
+    let got: Vec<(String, String, i64)> = events.iter().map(|(_, e)| logged(e)).collect();
+    assert_eq!(got.len(), want.len(), "as many events as committed changes");
+    if let Some(i) = (0..got.len()).find(|i| got[*i] != want[*i]) {
+        panic!("event {i} is {:?}, the change log has {:?}", got[i], want[i]);
+    }
+    assert!(w.records("deadletter").is_empty(), "nothing refused");
+
+    // The projection's configuration equals the table's final content.
+    let mut table: Vec<String> = pg.sql("SELECT number FROM dns WHERE tserver = 1 ORDER BY number").lines().map(str::to_string).collect();
+    table.sort();
+    wait_for("the projection to hold the table's DNs", Duration::from_secs(60), || {
+        let rows = w.json(&["query", "dns", "1", "-o", "json"])?;
+        let mut configured: Vec<String> = rows
+            .as_array()
+            .ok_or("not a list")?
+            .iter()
+            .filter(|r| r["configured"] == true)
+            .map(|r| r["dn"].as_str().unwrap_or_default().to_string())
+            .collect();
+        configured.sort();
+        (configured == table).then_some(()).ok_or(format!("{} configured, {} in the table", configured.len(), table.len()))
+    });
+    drop(guard);
+    drop(cdc);
+}
