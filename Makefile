@@ -30,12 +30,10 @@ test: broker-install ## Run the whole suite: unit, property and end-to-end tests
 	@# (.config/nextest.toml); plain cargo test otherwise.
 	if $(CARGO) nextest --version >/dev/null 2>&1; then $(CARGO) nextest run --workspace --no-fail-fast; else $(CARGO) test --workspace; fi
 
-chaos: broker-install postgres-install ## The long fault suite (CHAOS_ROUNDS=6, 40 s broker outages); rewrites docs/reliability.md
+chaos: broker-install ## The long fault suite (CHAOS_ROUNDS=6, 40 s broker outages); rewrites docs/reliability.md
 	$(CARGO) build -p netwatch --tests
 	CHAOS_ROUNDS=$${CHAOS_ROUNDS:-6} CHAOS_OUTAGE_S=$${CHAOS_OUTAGE_S:-40} CHAOS_REPORT=$(CURDIR)/docs/reliability.md \
 		$(CARGO) test -p netwatch --test e2e_chaos -- --nocapture
-	@# The configuration database's kill -9 run (PostgreSQL with wal2json: infra/postgres.sh install).
-	$(CARGO) test -p netwatch --test e2e_cdc -- --ignored --nocapture
 
 bench: broker-install sip-install ## Benchmarks (release build, own broker): prints a table and rewrites docs/benchmarks.md
 	CARGO="$(CARGO)" infra/bench.sh

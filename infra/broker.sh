@@ -61,6 +61,18 @@ case "${1:-}" in
       echo "broker starting (pid $(cat "$pidfile")) on 127.0.0.1:$BROKER_PORT, data in $BROKER_DATA"
     fi
     NETWATCH_BROKERS=127.0.0.1:$BROKER_PORT "$NETWATCH_BIN" topics wait --timeout 30s
+    # tansu 0.6.0's `header` table has no index on the record a header belongs to, so a
+    # fetch scans every header for each record: reading back 10,000 records with headers
+    # (`netwatch cdc postgres` events) took minutes. The index makes it a lookup
+    # (docs/broker-notes.md); the e2e harness creates the same.
+    if command -v python3 >/dev/null 2>&1; then
+      python3 - "$BROKER_DATA/tansu.db" <<'PY' || echo "could not index tansu's headers; reading records with headers stays slow" >&2
+import sqlite3, sys
+c = sqlite3.connect(sys.argv[1], timeout=10)
+c.execute("CREATE INDEX IF NOT EXISTS netwatch_header_record ON header (topition, offset_id)")
+c.commit()
+PY
+    fi
     ;;
   stop)
     if running; then

@@ -190,11 +190,7 @@ fn logged(event: &Value) -> (String, String, i64) {
     (tbl.to_string(), op.to_string(), c["dbid"].as_i64().or(c["id"].as_i64()).unwrap())
 }
 
-/// In `make chaos`, not `make test`: reading `config` back through tansu 0.6.0 after 10,000
-/// header-carrying records sometimes takes longer than two minutes (its `header` table
-/// has no index on the record, so a fetch scans every header per record; docs/cdc.md).
 #[test]
-#[ignore = "long fault run: make chaos"]
 fn kill_9_at_five_moments_during_ten_thousand_changes_appends_each_once_in_commit_order() {
     let Some(pg) = Postgres::start() else { return };
     let w = World::start();

@@ -84,6 +84,15 @@ pub struct World {
     broker_port: u16,
 }
 
+/// tansu 0.6.0's SQLite `header` table has no index on the record it belongs to, so a
+/// fetch scans every header for each record: reading 10,000 records with headers takes
+/// minutes. The index infra/broker.sh also creates.
+pub fn index_headers(db: &Path) {
+    let conn = rusqlite::Connection::open(db).expect("open tansu's database");
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    conn.execute_batch("CREATE INDEX IF NOT EXISTS netwatch_header_record ON header (topition, offset_id)").expect("index tansu's headers");
+}
+
 /// A tansu broker on `port` with its data in `dir`.
 fn spawn_broker(dir: &Path, port: u16) -> Proc {
     let url = format!("tcp://127.0.0.1:{port}");
@@ -131,6 +140,7 @@ impl World {
     fn wait_for_broker(&self) {
         let out = self.run(&["topics", "wait", "--timeout", "30s"]);
         assert!(out.status.success(), "broker did not become ready: {}", String::from_utf8_lossy(&out.stderr));
+        index_headers(&self.dir.path().join("tansu.db"));
     }
 
     /// Kill the broker with SIGKILL.
