@@ -35,7 +35,7 @@ chaos: broker-install ## The long fault suite (CHAOS_ROUNDS=6, 40 s broker outag
 	CHAOS_ROUNDS=$${CHAOS_ROUNDS:-6} CHAOS_OUTAGE_S=$${CHAOS_OUTAGE_S:-40} CHAOS_REPORT=$(CURDIR)/docs/reliability.md \
 		$(CARGO) test -p netwatch --test e2e_chaos -- --nocapture
 
-bench: broker-install sip-install ## Benchmarks (release build, own broker): prints a table and rewrites docs/benchmarks.md
+bench: broker-install sip-install postgres-install ## Benchmarks (release build, own broker): prints a table and rewrites docs/benchmarks.md
 	CARGO="$(CARGO)" infra/bench.sh
 
 lint: ## cargo fmt --check and clippy with warnings as errors

@@ -91,6 +91,10 @@ sip_calls=${BENCH_SIP_CALLS:-2000}
 fresh_broker
 measure sip_table "$bin" bench sip --rate "$sip_rate" --calls "$sip_calls" --runs 2 --repo "$top"
 
+cdc_changes=${BENCH_CDC_CHANGES:-10000}
+fresh_broker
+measure cdc_table "$bin" bench cdc --changes "$cdc_changes" --per-txn 10 --runs 2 --repo "$top"
+
 # The first `make run` takes a fresh machine (about 20 minutes): infra/first-run.sh measures
 # it apart and keeps its results; the table shows the latest.
 first_runs=$top/docs/benchmarks.first-run.md
@@ -244,6 +248,31 @@ $sip_table
 - *raw*: the calls SIPp completed per second of its run, through Kamailio: the ceiling.
 - *captured*: the same calls per second from SIPp's start until the last of their
   releases (Released at the caller) was appended to \`calls\`.
+
+## Configuration database (CDC)
+
+Command: \`make bench\`, which runs \`netwatch bench cdc --changes $cdc_changes --per-txn 10 --runs 2\`
+against its own broker and a PostgreSQL 15 cluster of its own (\`infra/postgres.sh\`).
+
+$cdc_table
+
+- The provisioning schema of infra/postgres/schema.sql; the changes are what the CDC
+  test writes: a T-Server, then its DNs inserted (half), retyped (three in ten) and deleted
+  (two in ten) at random, ten per transaction, each transaction one round trip of one
+  client. The cluster is a throw-away one (\`fsync = off\`).
+- *raw broker*: a plain idempotent producer appending as many \`config\` records of the
+  same size and headers (slot, position), all in flight, connected before the clock starts.
+- *raw PostgreSQL*: the backlog decoded by wal2json (format 2) in one
+  \`pg_logical_slot_peek_changes\` over the slot, as the CDC reads it: PostgreSQL's ceiling.
+- *backlog*: \`netwatch cdc postgres\` (a process of its own, default \`--batch 1000\`)
+  started after the changes were committed; from its start (reading \`config\` to resume
+  included) until the slot's \`confirmed_flush_lsn\` passed the last transaction — the slot
+  advances only after the broker acknowledged, so every change is appended by then.
+- *live*: the same number of changes committed while the process streams; from the first
+  commit until the slot passed the last. Bounded by the writer (the row above) when the CDC
+  keeps up.
+- Each run then checks that \`config\` holds one event per row of the trigger's change log
+  and \`deadletter\` none.
 DOC
   cat <<DOC
 

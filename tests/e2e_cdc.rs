@@ -313,3 +313,30 @@ fn kill_9_at_five_moments_during_ten_thousand_changes_appends_each_once_in_commi
     drop(guard);
     drop(cdc);
 }
+
+/// `netwatch bench cdc` at a tiny size: its own PostgreSQL and CDC process (the figures
+/// belong to `make bench`, never asserted here; the run itself checks that `config` holds
+/// every committed change).
+#[test]
+fn bench_cdc_runs_at_a_tiny_size_and_prints_its_table() {
+    let installed = std::path::Path::new("/usr/lib/postgresql/15/lib/wal2json.so").exists();
+    if !installed {
+        eprintln!("SKIPPED: PostgreSQL 15 with wal2json is not installed (infra/postgres.sh install)");
+        return;
+    }
+    let w = World::start();
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let port = free_port().to_string();
+    let out =
+        w.run(&["bench", "cdc", "--changes", "45", "--per-txn", "10", "--runs", "1", "--repo", repo.to_str().unwrap(), "--pg-port", &port]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let table = String::from_utf8_lossy(&out.stdout);
+    // 45 changes in 5 transactions (the last of 5 changes), in each figure.
+    assert!(
+        table.contains("| raw broker: 45 `config` records")
+            && table.contains("committed in 5 transactions of 10")
+            && table.contains("| CDC changes/s, backlog: 45 changes")
+            && table.contains("| CDC changes/s, live: 45 changes"),
+        "{table}"
+    );
+}

@@ -42,6 +42,10 @@ pub enum BenchCmd {
     /// A real Kamailio watched by a dispatcher and a monitor, SIPp placing calls: calls/s
     /// completed through Kamailio against calls/s whose release reached `calls`.
     Sip(crate::bench_sip::SipArgs),
+    /// A real PostgreSQL taking plain SQL writes, `netwatch cdc postgres` streaming them
+    /// into `config`: changes/s of a backlog and of live writes, against wal2json's own
+    /// decoding and a plain producer.
+    Cdc(crate::bench_cdc::CdcArgs),
     /// The table of the criterion benches (`cargo bench -p netwatch-schemas --bench codec`)
     /// from their results under `--dir`.
     Codec(CodecArgs),
@@ -110,6 +114,7 @@ pub async fn run(ctx: &Ctx, cmd: BenchCmd) -> Result<(), CliError> {
         BenchCmd::Registration(args) => crate::bench_live::registration(ctx, args).await,
         BenchCmd::Live(args) => crate::bench_live::live(ctx, args).await,
         BenchCmd::Sip(args) => crate::bench_sip::sip(ctx, args).await,
+        BenchCmd::Cdc(args) => crate::bench_cdc::cdc(ctx, args).await,
     }
 }
 

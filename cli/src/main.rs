@@ -1,6 +1,7 @@
 //! `netwatch`: one binary, a subcommand per role.
 
 mod bench;
+mod bench_cdc;
 mod bench_live;
 mod bench_sip;
 mod cat;
