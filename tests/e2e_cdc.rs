@@ -22,11 +22,18 @@ fn script() -> PathBuf {
 struct Postgres {
     data: PathBuf,
     port: u16,
+    /// max_slot_wal_keep_size of the cluster (infra/postgres.sh's default when None).
+    wal_keep: Option<&'static str>,
 }
 
 impl Postgres {
     /// Start one, or None when PostgreSQL with wal2json is not installed.
     fn start() -> Option<Postgres> {
+        Postgres::start_with(None)
+    }
+
+    /// Start one with the given max_slot_wal_keep_size.
+    fn start_with(wal_keep: Option<&'static str>) -> Option<Postgres> {
         let installed = std::path::Path::new("/usr/lib/postgresql/15/bin/initdb").exists()
             && std::path::Path::new("/usr/lib/postgresql/15/lib/wal2json.so").exists();
         if !installed {
@@ -36,19 +43,19 @@ impl Postgres {
         let port = free_port();
         // Under /tmp itself: the server runs as the postgres user, which must reach it.
         let data = std::env::temp_dir().join(format!("netwatch-pg-{port}-{}", std::process::id()));
-        let pg = Postgres { data, port };
+        let pg = Postgres { data, port, wal_keep };
         let out = pg.script("start");
         assert!(out.status.success(), "postgres start: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         Some(pg)
     }
 
     fn script(&self, what: &str) -> std::process::Output {
-        Command::new(script())
-            .arg(what)
-            .env("PG_DATA", &self.data)
-            .env("PG_PORT", self.port.to_string())
-            .output()
-            .expect("run infra/postgres.sh")
+        let mut command = Command::new(script());
+        command.arg(what).env("PG_DATA", &self.data).env("PG_PORT", self.port.to_string());
+        if let Some(keep) = self.wal_keep {
+            command.env("PG_WAL_KEEP", keep);
+        }
+        command.output().expect("run infra/postgres.sh")
     }
 
     fn dsn(&self) -> String {
@@ -339,4 +346,66 @@ fn bench_cdc_runs_at_a_tiny_size_and_prints_its_table() {
             && table.contains("| CDC changes/s, live: 45 changes"),
         "{table}"
     );
+}
+
+/// A stopped CDC whose slot PostgreSQL invalidated (it held more WAL than
+/// max_slot_wal_keep_size allows) is refused with the reason and the way out; following
+/// it — drop the slot, run with a new one — brings the configuration to the tables' content
+/// through a new snapshot.
+#[test]
+fn an_invalidated_slot_is_reported_and_a_new_slot_snapshots_what_was_missed() {
+    // Keep no WAL for slots beyond what checkpoints need: a few switched segments lose it.
+    let Some(pg) = Postgres::start_with(Some("1MB")) else { return };
+    let w = World::start();
+    let args = |slot: &'static str| {
+        ["cdc", "postgres", "--dsn", &pg.dsn(), "--slot", slot, "--poll", "50ms", "--heartbeat", "1h"].map(str::to_string)
+    };
+    let a = args("s5");
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let mut cdc = w.spawn("cdc", &a);
+    let guard = LogsOnPanic(vec![cdc.log.clone()]);
+    pg.sql("INSERT INTO tservers (id, name, host, port) VALUES (1, 'TS1', '127.0.0.1', 1)");
+    wait_for("the T-Server in config", Duration::from_secs(60), || {
+        let n = cdc_events(&w, "s5").len();
+        (n == 1).then_some(()).ok_or(format!("{n} events"))
+    });
+    cdc.kill();
+    drop(guard);
+
+    // While it is stopped, DNs are written and the WAL moves on, segment after segment,
+    // until a checkpoint removes what the slot still needed.
+    for i in 0..20 {
+        pg.sql(&format!("INSERT INTO dns VALUES ({}, 1, '{}', 'extension')", 100 + i, 5000 + i));
+        pg.sql("SELECT pg_switch_wal()");
+        pg.sql("CHECKPOINT");
+        if pg.sql("SELECT wal_status FROM pg_replication_slots WHERE slot_name = 's5'") == "lost" {
+            break;
+        }
+    }
+    assert_eq!(pg.sql("SELECT wal_status FROM pg_replication_slots WHERE slot_name = 's5'"), "lost", "the slot was invalidated");
+    let written: Vec<String> = pg.sql("SELECT number FROM dns ORDER BY dbid").lines().map(str::to_string).collect();
+
+    // The restart refuses to go on from a slot that lost changes, and says what to do.
+    let out = w.run(&a);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("slot s5 was invalidated") && stderr.contains("pg_drop_replication_slot('s5')"), "{stderr}");
+    assert!(cdc_events(&w, "s5").len() == 1, "nothing appended from the lost slot");
+
+    // The way out: drop it and run with a new slot; its snapshot appends what config lacks.
+    pg.sql("SELECT pg_drop_replication_slot('s5')");
+    let b = args("s6");
+    let b: Vec<&str> = b.iter().map(String::as_str).collect();
+    let cdc = w.spawn("cdc", &b);
+    let _guard = LogsOnPanic(vec![cdc.log.clone()]);
+    wait_for("the new slot's snapshot in config", Duration::from_secs(60), || {
+        let created: Vec<String> = cdc_events(&w, "s6")
+            .iter()
+            .filter(|(_, e)| e["change"]["type"] == "DnCreated")
+            .map(|(_, e)| e["change"]["number"].as_str().unwrap_or_default().to_string())
+            .collect();
+        (created == written).then_some(()).ok_or(format!("{created:?}"))
+    });
+    // The T-Server was in config already and is unchanged: not appended again.
+    assert!(cdc_events(&w, "s6").iter().all(|(_, e)| e["change"]["type"] == "DnCreated"), "{:?}", cdc_events(&w, "s6"));
 }
