@@ -173,6 +173,9 @@ struct Run {
     live: f64,
 }
 
+/// One figure of a run.
+type Figure = fn(&Run) -> f64;
+
 pub async fn cdc(ctx: &Ctx, args: CdcArgs) -> Result<(), CliError> {
     if args.changes == 0 || args.per_txn == 0 || args.runs == 0 {
         return Err(input("--changes, --per-txn and --runs must be at least 1"));
@@ -191,13 +194,13 @@ pub async fn cdc(ctx: &Ctx, args: CdcArgs) -> Result<(), CliError> {
         );
         runs.push(r);
     }
-    let figure = |f: fn(&Run) -> f64| spread(&runs.iter().map(f).collect::<Vec<_>>());
+    let figure = |f: Figure| spread(&runs.iter().map(f).collect::<Vec<_>>());
     let raw = figure(|r| r.raw_broker).0;
     let (n, k) = (args.changes, args.per_txn);
     let txns = n.div_ceil(k);
     println!("| figure | changes | changes/s (median) | min | max | ratio to raw broker |");
     println!("|---|---:|---:|---:|---:|---:|");
-    let rows: [(String, fn(&Run) -> f64); 5] = [
+    let rows: [(String, Figure); 5] = [
         (format!("raw broker: {n} `config` records with the CDC's headers, plain idempotent producer, all in flight"), |r| r.raw_broker),
         (format!("raw PostgreSQL: the {n} changes decoded by wal2json, one `pg_logical_slot_peek_changes`"), |r| r.decode),
         (format!("writer: {n} changes committed in {txns} transactions of {k}, one client"), |r| r.writer),
