@@ -140,7 +140,10 @@ fn sql_writes_reach_config_the_dispatcher_and_the_monitor_and_a_refused_one_the_
     pg.sql("INSERT INTO dns VALUES (201, 99, '9001', 'extension')");
     pg.sql("INSERT INTO dns VALUES (104, 1, '5004', 'extension')");
     registered(&["5001", "5002", "5004"]);
-    let dead: Vec<Value> = w.records("deadletter").into_iter().filter(|d| d["headers"]["netwatch.cdc.slot"] == "s1").collect();
+    let dead = wait_for("the refused change in deadletter", Duration::from_secs(60), || {
+        let dead: Vec<Value> = w.records("deadletter").into_iter().filter(|d| d["headers"]["netwatch.cdc.slot"] == "s1").collect();
+        (!dead.is_empty()).then_some(dead).ok_or_else(|| "none yet".to_string())
+    });
     assert_eq!(dead.len(), 1, "{dead:?}");
     let reason = dead[0]["headers"]["netwatch.reason"].as_str().unwrap();
     assert!(reason.contains("99"), "the reason names the unknown T-Server: {reason}");
@@ -163,11 +166,7 @@ fn sql_writes_reach_config_the_dispatcher_and_the_monitor_and_a_refused_one_the_
     );
     let positions: Vec<&str> = events.iter().map(|(p, _)| p.as_str()).collect();
     let mut sorted = positions.clone();
-    sorted.sort_by_key(|p| {
-        let (lsn, i) = p.split_once('#').unwrap();
-        let (hi, lo) = lsn.split_once('/').unwrap();
-        (u64::from_str_radix(hi, 16).unwrap() << 32 | u64::from_str_radix(lo, 16).unwrap(), i.parse::<u32>().unwrap())
-    });
+    sorted.sort_by_key(|p| position_key(p));
     assert_eq!(positions, sorted, "positions grow with commit order");
     // The slot is advanced past what was appended: it holds nothing more.
     caught_up(&pg, "s1");
@@ -408,4 +407,108 @@ fn an_invalidated_slot_is_reported_and_a_new_slot_snapshots_what_was_missed() {
     });
     // The T-Server was in config already and is unchanged: not appended again.
     assert!(cdc_events(&w, "s6").iter().all(|(_, e)| e["change"]["type"] == "DnCreated"), "{:?}", cdc_events(&w, "s6"));
+}
+
+/// What a look appended, by kind and key: `DnCreated:101@1:5001`.
+fn kinds(events: &[(String, Value)]) -> Vec<String> {
+    events
+        .iter()
+        .map(|(_, e)| {
+            let c = &e["change"];
+            let key = c["dbid"].as_i64().or(c["id"].as_i64()).unwrap_or(-1);
+            format!("{}:{key}@{}:{}", c["type"].as_str().unwrap_or("?"), c["tserver"], c["number"].as_str().unwrap_or_default())
+        })
+        .collect()
+}
+
+/// This slot's events in commit order (the log is read partition by partition).
+fn in_commit_order(w: &World, slot: &str) -> Vec<(String, Value)> {
+    let mut events = cdc_events(w, slot);
+    events.sort_by_key(|(p, _)| position_key(p));
+    events
+}
+
+/// A position header (`<commit LSN>#<index>`) as a sortable key.
+fn position_key(position: &str) -> (u64, u32) {
+    let (lsn, i) = position.split_once('#').unwrap();
+    let (hi, lo) = lsn.split_once('/').unwrap();
+    (u64::from_str_radix(hi, 16).unwrap() << 32 | u64::from_str_radix(lo, 16).unwrap(), i.parse().unwrap())
+}
+
+/// Wait until no process reads the slot (a killed reader's server process may finish its
+/// query first).
+fn slot_released(pg: &Postgres, slot: &str) {
+    wait_for(&format!("slot {slot} released"), Duration::from_secs(60), || {
+        let active = pg.sql(&format!("SELECT active FROM pg_replication_slots WHERE slot_name = '{slot}'"));
+        (active == "f").then_some(()).ok_or(active)
+    });
+}
+
+/// A crash after the broker acknowledged a look's events but before the slot's advance,
+/// made exact: the slot is put back as a copy taken before those transactions, so it hands
+/// them out again. The restart appends none of them twice — among them a refused DN, a DN
+/// moved to another T-Server (a deletion and a creation in two partitions) and, last, a DN
+/// retyped and renumbered in one transaction (three events whose count depends on the
+/// configuration they are mapped against) — and the configuration it rebuilt is right:
+/// deleting those DNs afterwards is accepted, not refused.
+#[test]
+fn a_slot_handing_out_appended_transactions_again_appends_nothing_twice() {
+    let Some(pg) = Postgres::start() else { return };
+    let w = World::start();
+    let args = ["cdc", "postgres", "--dsn", &pg.dsn(), "--slot", "r1", "--poll", "50ms", "--heartbeat", "1s"];
+    pg.sql(
+        "INSERT INTO tservers (id, name, host, port) VALUES (1, 'TS1', '127.0.0.1', 1), (2, 'TS2', '127.0.0.1', 2); \
+         INSERT INTO dns VALUES (101, 1, '5001', 'extension'), (102, 1, '5002', 'extension')",
+    );
+    let dead = || w.records("deadletter").into_iter().filter(|d| d["headers"]["netwatch.cdc.slot"] == "r1").count();
+    let mut cdc = w.spawn("cdc", &args);
+    let guard = LogsOnPanic(vec![cdc.log.clone()]);
+    wait_for("the snapshot in config", Duration::from_secs(60), || {
+        let n = cdc_events(&w, "r1").len();
+        (n == 4).then_some(()).ok_or(format!("{n} events"))
+    });
+    cdc.kill();
+    drop(guard);
+    slot_released(&pg, "r1");
+    pg.sql("SELECT pg_copy_logical_replication_slot('r1', 'r1_before')");
+
+    let mut cdc = w.spawn("cdc", &args);
+    let guard = LogsOnPanic(vec![cdc.log.clone()]);
+    pg.sql("INSERT INTO dns VALUES (103, 9, '9003', 'extension')");
+    pg.sql("UPDATE dns SET tserver = 2 WHERE dbid = 102");
+    pg.sql("BEGIN; UPDATE dns SET type = 'acd-position' WHERE dbid = 101; UPDATE dns SET number = '5011' WHERE dbid = 101; COMMIT;");
+    caught_up(&pg, "r1");
+    let appended = in_commit_order(&w, "r1");
+    assert_eq!(
+        kinds(&appended[4..]),
+        ["DnDeleted:102@1:5002", "DnCreated:102@2:5002", "DnUpdated:101@1:5001", "DnDeleted:101@1:5001", "DnCreated:101@1:5011",],
+        "the move is a deletion and a creation, so is the renumbering"
+    );
+    assert_eq!(dead(), 1, "the DN of T-Server 9 is refused");
+    cdc.kill();
+    drop(guard);
+
+    // Put the slot back where it was before those three transactions.
+    slot_released(&pg, "r1");
+    pg.sql("SELECT pg_drop_replication_slot('r1')");
+    pg.sql("SELECT pg_copy_logical_replication_slot('r1_before', 'r1')");
+    pg.sql("SELECT pg_drop_replication_slot('r1_before')");
+    let cdc = w.spawn("cdc", &args);
+    let _guard = LogsOnPanic(vec![cdc.log.clone()]);
+    caught_up(&pg, "r1");
+    let again = in_commit_order(&w, "r1");
+    assert_eq!(kinds(&again), kinds(&appended), "nothing appended twice");
+    assert_eq!(dead(), 1, "nothing dead-lettered twice");
+
+    // The configuration the restart rebuilt and replayed into holds DN 101 as 5011 on
+    // TS1 and DN 102 on TS2: deleting them is accepted.
+    pg.sql("DELETE FROM dns WHERE dbid IN (101, 102)");
+    wait_for("the deletions in config", Duration::from_secs(60), || {
+        let events = cdc_events(&w, "r1");
+        (events.len() == appended.len() + 2).then_some(()).ok_or(format!("{:?}", kinds(&events)))
+    });
+    let mut deleted = kinds(&in_commit_order(&w, "r1")[appended.len()..]);
+    deleted.sort();
+    assert_eq!(deleted, ["DnDeleted:101@1:5011", "DnDeleted:102@2:5002"]);
+    assert_eq!(dead(), 1, "neither deletion refused");
 }

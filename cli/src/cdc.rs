@@ -5,17 +5,20 @@
 //! Logical decoding through plain SQL (wal2json, format 2): the process peeks at its slot,
 //! appends each committed transaction's changes in commit order, and advances the slot
 //! only after the broker acknowledged them. Every event carries its position — the slot,
-//! the transaction's commit LSN and the change's index in it — in headers; on start the
-//! process resumes after the last position found in `config` (and `deadletter`, for the
-//! changes it refused), so a crash between the append and the slot's advance appends
-//! nothing twice.
+//! the transaction's commit LSN and the change's index in it — in headers. On start the
+//! slot hands out again the transactions committed after its confirmed position; the
+//! configuration is rebuilt as it was before them, and each change of theirs whose position
+//! is in `config` (or `deadletter`, for the changes it refused) is replayed into that state
+//! without being appended: a crash between the append and the slot's advance, even one that
+//! left only some partitions' records acknowledged, appends nothing twice and loses
+//! nothing.
 //!
 //! The first start takes a snapshot: the slot is created first, then the tables are read
 //! in one REPEATABLE READ transaction together with `pg_current_snapshot()`. A streamed
 //! transaction whose changes that snapshot already saw (its xid is visible in it) is
 //! skipped, every other one is applied: the switch loses and repeats nothing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
@@ -73,7 +76,7 @@ pub struct PostgresArgs {
 }
 
 /// A position in the stream: (commit LSN, index of the change in its transaction).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Position {
     pub commit_lsn: u64,
     pub index: u32,
@@ -174,11 +177,12 @@ impl Tables {
     fn parse(list: &[String]) -> Result<Tables, CliError> {
         let qualified = |t: &str| -> Result<(String, String), CliError> {
             let (schema, table) = t.split_once('.').unwrap_or(("public", t));
-            let ok = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            // Unquoted, as PostgreSQL folds them: wal2json names tables as stored.
+            let ok = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
             if ok(schema) && ok(table) {
                 Ok((schema.to_string(), table.to_string()))
             } else {
-                Err(input(format!("table {t:?} is not SCHEMA.TABLE of letters, digits and _")))
+                Err(input(format!("table {t:?} is not SCHEMA.TABLE of lower-case letters, digits and _")))
             }
         };
         match list {
@@ -230,6 +234,18 @@ fn dn_of(cols: &[Column]) -> Result<Dn, String> {
 /// when it means none Netwatch accepts.
 fn changes_of(state: &ConfigState, tables: &Tables, row: &Row) -> Result<Vec<ConfigChange>, String> {
     let table = (row.schema.clone().unwrap_or_default(), row.table.clone().unwrap_or_default());
+    if row.action == "T" {
+        // TRUNCATE empties the table: every DN is deleted, and of the T-Server table every
+        // T-Server too (its DNs first; PostgreSQL truncates the DN table with it).
+        let dns = state.dns.values().map(|d| ConfigChange::DnDeleted(DnRef { dbid: d.dbid, tserver: d.tserver, number: d.number.clone() }));
+        if table == tables.tservers {
+            let tservers = state.tservers.keys().map(|&id| ConfigChange::TServerDeleted(TServerRef { id }));
+            return Ok(dns.chain(tservers).collect());
+        }
+        if table == tables.dns {
+            return Ok(dns.collect());
+        }
+    }
     if table == tables.tservers {
         return Ok(vec![match row.action.as_str() {
             "I" => ConfigChange::TServerCreated(tserver_of(&row.columns)?),
@@ -266,49 +282,107 @@ fn changes_of(state: &ConfigState, tables: &Tables, row: &Row) -> Result<Vec<Con
     Err(format!("table {}.{} is not one this source reads", table.0, table.1))
 }
 
-/// What the log says about this slot: the configuration, the last position appended or
-/// dead-lettered, and the snapshot taken.
-struct Resume {
-    state: ConfigState,
-    last: Option<Position>,
-    snapshot: Option<Snapshot>,
+/// The changes that make the configuration hold one snapshot row as it is: nothing when
+/// it does, an update, or — for a DN whose T-Server or number differ — its deletion and
+/// creation (Netwatch keys a DN by T-Server and number).
+fn snapshot_changes(state: &ConfigState, tables: &Tables, row: &Row) -> Result<Vec<ConfigChange>, String> {
+    let table = (row.schema.clone().unwrap_or_default(), row.table.clone().unwrap_or_default());
+    if table == tables.tservers {
+        let t = tserver_of(&row.columns)?;
+        return Ok(match state.tservers.get(&t.id) {
+            None => vec![ConfigChange::TServerCreated(t)],
+            Some(old) if *old == t => vec![],
+            Some(_) => vec![ConfigChange::TServerUpdated(t)],
+        });
+    }
+    let d = dn_of(&row.columns)?;
+    Ok(match state.dn_by_dbid(d.dbid) {
+        None => vec![ConfigChange::DnCreated(d)],
+        Some(old) if *old == d => vec![],
+        Some(old) if (old.tserver, &old.number) == (d.tserver, &d.number) => vec![ConfigChange::DnUpdated(d)],
+        Some(old) => {
+            vec![
+                ConfigChange::DnDeleted(DnRef { dbid: old.dbid, tserver: old.tserver, number: old.number.clone() }),
+                ConfigChange::DnCreated(d),
+            ]
+        }
+    })
 }
 
-async fn resume(log: &Log, slot: &str) -> Result<Resume, CliError> {
-    let mut state = ConfigState::default();
+/// What the log says about this slot: the configuration, the last position appended or
+/// dead-lettered, the snapshot taken, and what of the transactions the slot hands out again
+/// was appended already.
+struct Resume {
+    /// The configuration before the transactions the slot hands out again.
+    state: ConfigState,
+    /// The last position appended or dead-lettered; None until a snapshot was completed.
+    last: Option<Position>,
+    /// The visibility of the completed snapshot.
+    snapshot: Option<Snapshot>,
+    /// Positions in the log of transactions committed at or after the slot's confirmed
+    /// position: appended or dead-lettered before a crash that came before the advance.
+    done: HashSet<Position>,
+}
+
+/// This slot's place in the log. `confirmed`: the slot's confirmed_flush_lsn; transactions
+/// that committed before it are never handed out again, later ones are.
+async fn resume(log: &Log, slot: &str, confirmed: Option<u64>) -> Result<Resume, CliError> {
     let (mut last, mut snapshot, mut complete) = (None::<Position>, None, false);
+    let mut done = HashSet::new();
+    let mut partitions: BTreeMap<i32, VecDeque<Folded>> = BTreeMap::new();
     for topic in [Topic::Config, Topic::DeadLetter] {
         for r in log.read_all(topic, None).await? {
-            let ours = r.headers.iter().any(|(k, v)| k == headers::SLOT && v == slot);
-            if topic == Topic::Config {
+            let header = |name: &str| r.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+            let ours = header(headers::SLOT) == Some(slot);
+            let at = if ours { header(headers::POSITION).and_then(Position::parse) } else { None };
+            // Of a transaction the slot hands out again: replayed, not folded.
+            let again = at.filter(|p| p.commit_lsn > 0 && confirmed.is_some_and(|c| p.commit_lsn >= c));
+            if let Some(p) = again {
+                done.insert(p);
+            } else if topic == Topic::Config {
                 if let Some(event) = r.value.as_deref().and_then(|v| decode::<ConfigEvent>(v).ok()) {
-                    // Appended events were valid when appended.
-                    let _ = state.accept(&event.change);
+                    partitions.entry(r.partition).or_default().push_back(Folded { at_ms: event.at_ms, position: at, change: event.change });
                 }
             }
-            if !ours {
-                continue;
+            if let Some(p) = at {
+                complete |= p.commit_lsn > 0;
+                last = last.max(Some(p));
             }
-            for (k, v) in &r.headers {
-                match k.as_str() {
-                    headers::POSITION => {
-                        let p = Position::parse(v);
-                        complete |= p.is_some_and(|p| p.commit_lsn > 0);
-                        last = last.max(p);
-                    }
-                    headers::SNAPSHOT => snapshot = Snapshot::parse(v),
-                    headers::SNAPSHOT_END => complete = true,
-                    _ => {}
-                }
+            if ours && header(headers::SNAPSHOT_END).is_some() {
+                complete = true;
+                snapshot = header(headers::SNAPSHOT).and_then(Snapshot::parse);
             }
         }
     }
     // A snapshot cut short by a crash is taken again: what it appended is in the
     // configuration, so the new one appends the rest.
     if !complete {
-        last = None;
+        (last, snapshot) = (None, None);
     }
-    Ok(Resume { state, last, snapshot })
+    Ok(Resume { state: fold(partitions), last, snapshot, done })
+}
+
+/// A `config` event to fold into the configuration.
+struct Folded {
+    at_ms: i64,
+    /// This slot's position, for events of this source.
+    position: Option<Position>,
+    change: ConfigChange,
+}
+
+/// The configuration the events make: each partition in its order, the partitions merged by
+/// the events' time (a DN moved to another T-Server is deleted in one partition and created
+/// in another, and the deletion must come first); this source's events of one millisecond
+/// by their position.
+fn fold(mut partitions: BTreeMap<i32, VecDeque<Folded>>) -> ConfigState {
+    let mut state = ConfigState::default();
+    while let Some(p) = partitions.iter().filter_map(|(p, q)| q.front().map(|f| ((f.at_ms, f.position), *p))).min().map(|(_, p)| p) {
+        if let Some(f) = partitions.get_mut(&p).and_then(VecDeque::pop_front) {
+            // Appended events were valid when appended.
+            let _ = state.accept(&f.change);
+        }
+    }
+    state
 }
 
 pub async fn run(ctx: &Ctx, cmd: CdcCmd) -> Result<(), CliError> {
@@ -327,8 +401,7 @@ pub async fn run(ctx: &Ctx, cmd: CdcCmd) -> Result<(), CliError> {
         }
     });
     let shutdown = crate::roles::shutdown_on_signal();
-    let mut cdc = Cdc { client, log, slot: args.slot.clone(), tables, batch: args.batch, resume: resume(&ctx.log()?, &args.slot).await? };
-    cdc.start().await?;
+    let mut cdc = Cdc::start(client, log, args.slot.clone(), tables, args.batch).await?;
     let mut idle_since = tokio::time::Instant::now();
     let mut busy_since = tokio::time::Instant::now();
     loop {
@@ -378,16 +451,25 @@ fn pg(e: tokio_postgres::Error) -> CliError {
 }
 
 impl Cdc {
-    /// Check the slot (create it and snapshot the tables on the first start).
-    async fn start(&mut self) -> Result<(), CliError> {
-        let row = self
-            .client
+    /// Check the slot, read the log to resume, and on the first start create the slot and
+    /// snapshot the tables.
+    async fn start(client: Client, log: Log, slot: String, tables: Tables, batch: i32) -> Result<Cdc, CliError> {
+        let row = client
             .query_opt(
-                "SELECT plugin, wal_status FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database()",
-                &[&self.slot],
+                "SELECT plugin, wal_status, confirmed_flush_lsn::text FROM pg_replication_slots \
+                 WHERE slot_name = $1 AND database = current_database()",
+                &[&slot],
             )
             .await
             .map_err(pg)?;
+        let confirmed = row.as_ref().and_then(|r| r.get::<_, Option<String>>(2)).and_then(|l| parse_lsn(&l));
+        let resume = resume(&log, &slot, confirmed).await?;
+        let mut cdc = Cdc { client, log, slot, tables, batch, resume };
+        cdc.open(row).await?;
+        Ok(cdc)
+    }
+
+    async fn open(&mut self, row: Option<tokio_postgres::Row>) -> Result<(), CliError> {
         match row {
             None if self.resume.last.is_some() => {
                 return Err(CliError::Failed(anyhow::anyhow!(
@@ -461,30 +543,56 @@ impl Cdc {
         }
         tx.commit().await.map_err(pg)?;
         let snap = Snapshot::parse(&snapshot).ok_or_else(|| input(format!("unexpected snapshot {snapshot:?}")))?;
-        // The snapshot's rows become creates, or updates of what differs.
+        // The configuration becomes the tables' content: what it holds and the tables do not
+        // is deleted (DNs first, so that a number now held by another DBID is free again;
+        // T-Servers last, after their DNs), and each row is created or updated where it
+        // differs.
+        let ids = |table: &(String, String), key: &str| -> HashSet<i32> {
+            rows.iter().filter(|(_, r)| r.table.as_ref() == Some(&table.1)).filter_map(|(_, r)| int(&r.columns, key).ok()).collect()
+        };
+        let (tserver_ids, dn_ids) = (ids(&self.tables.tservers, "id"), ids(&self.tables.dns, "dbid"));
+        let state = &self.resume.state;
+        let absent = |change: ConfigChange| {
+            let json = serde_json::json!({ "snapshot": "not in the tables", "change": format!("{change:?}") }).to_string();
+            (json, Ok(vec![change]))
+        };
+        let absent_dns: Vec<_> = state
+            .dns
+            .values()
+            .filter(|d| !dn_ids.contains(&d.dbid))
+            .map(|d| absent(ConfigChange::DnDeleted(DnRef { dbid: d.dbid, tserver: d.tserver, number: d.number.clone() })))
+            .collect();
+        let absent_tservers: Vec<_> = state
+            .tservers
+            .keys()
+            .filter(|id| !tserver_ids.contains(id))
+            .map(|&id| absent(ConfigChange::TServerDeleted(TServerRef { id })))
+            .collect();
         let mut index = 0;
         let mut out = Out::default();
-        for (json, row) in &rows {
-            let change = match changes_of(&self.resume.state, &self.tables, row) {
-                Ok(mut c) => match c.pop() {
-                    Some(ConfigChange::TServerCreated(t)) if self.resume.state.tservers.contains_key(&t.id) => {
-                        (self.resume.state.tservers.get(&t.id) != Some(&t)).then_some(ConfigChange::TServerUpdated(t))
-                    }
-                    Some(ConfigChange::DnCreated(d)) if self.resume.state.dn_by_dbid(d.dbid).is_some() => {
-                        (self.resume.state.dn_by_dbid(d.dbid) != Some(&d)).then_some(ConfigChange::DnUpdated(d))
-                    }
-                    other => other,
-                },
-                Err(reason) => {
-                    out.refuse(json, reason, Position { commit_lsn: 0, index });
+        let mut apply = |out: &mut Out, state: &mut ConfigState, json: &str, changes: Result<Vec<ConfigChange>, String>| match changes {
+            Ok(changes) => {
+                for change in changes {
+                    out.push(state, change, json, Position { commit_lsn: 0, index }, Some(&snap));
                     index += 1;
-                    continue;
                 }
-            };
-            let Some(change) = change else { continue };
-            out.push(&mut self.resume.state, change, json, Position { commit_lsn: 0, index }, Some(&snap));
-            index += 1;
+            }
+            Err(reason) => {
+                out.refuse(json, reason, Position { commit_lsn: 0, index });
+                index += 1;
+            }
+        };
+        for (json, changes) in absent_dns {
+            apply(&mut out, &mut self.resume.state, &json, changes);
         }
+        for (json, row) in &rows {
+            let changes = snapshot_changes(&self.resume.state, &self.tables, row);
+            apply(&mut out, &mut self.resume.state, json, changes);
+        }
+        for (json, changes) in absent_tservers {
+            apply(&mut out, &mut self.resume.state, &json, changes);
+        }
+        drop(apply);
         info!(slot = %self.slot, rows = rows.len(), appended = out.records.len(), refused = out.refused.len(), "Snapshot taken.");
         out.end_snapshot = Some((snap.text.clone(), Position { commit_lsn: 0, index }));
         self.append(out).await?;
@@ -499,7 +607,7 @@ impl Cdc {
         let r = self
             .client
             .query_one(
-                "SELECT pg_current_wal_lsn()::text, (SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1)",
+                "SELECT pg_current_wal_flush_lsn()::text, (SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1)",
                 &[&self.slot],
             )
             .await
@@ -522,22 +630,26 @@ impl Cdc {
         let mut open: Option<Txn> = None;
         for r in rows {
             let (at, data): (String, String) = (r.get(0), r.get(1));
-            let row: Row = serde_json::from_str(&data).map_err(|e| CliError::Failed(anyhow::anyhow!("wal2json row {data}: {e}")))?;
+            let unexpected = |what: &str| CliError::Failed(anyhow::anyhow!("wal2json row {data}: {what}"));
+            let row: Row = serde_json::from_str(&data).map_err(|e| unexpected(&e.to_string()))?;
             match row.action.as_str() {
-                "B" => open = Some(Txn { xid: row.xid.unwrap_or_default(), ..Default::default() }),
+                "B" => open = Some(Txn { xid: row.xid.ok_or_else(|| unexpected("no xid"))?, ..Default::default() }),
                 "C" => {
                     if let Some(mut t) = open.take() {
-                        t.commit_lsn = row.lsn.as_deref().and_then(parse_lsn).unwrap_or_default();
-                        t.end_lsn = parse_lsn(&at).unwrap_or_default();
+                        t.commit_lsn = row.lsn.as_deref().and_then(parse_lsn).ok_or_else(|| unexpected("no commit LSN"))?;
+                        t.end_lsn = parse_lsn(&at).ok_or_else(|| unexpected("no end LSN"))?;
                         txns.push(t);
                     }
                 }
-                "I" | "U" | "D" => {
+                // Logical messages (pg_logical_emit_message) are not table changes.
+                "M" => {}
+                // Inserts, updates, deletes, truncates; anything else is refused with its
+                // reason (changes_of).
+                _ => {
                     if let Some(t) = open.as_mut() {
                         t.changes.push((data, row));
                     }
                 }
-                _ => {}
             }
         }
         let Some(end) = txns.last().map(|t| t.end_lsn) else { return Ok(false) };
@@ -553,7 +665,7 @@ impl Cdc {
                         for change in changes {
                             let at = Position { commit_lsn: t.commit_lsn, index };
                             index += 1;
-                            if self.resume.last.is_some_and(|l| at <= l) {
+                            if self.resume.done.contains(&at) {
                                 // Appended before a crash that came before the slot's advance.
                                 let _ = self.resume.state.accept(&change);
                                 continue;
@@ -564,7 +676,7 @@ impl Cdc {
                     Err(reason) => {
                         let at = Position { commit_lsn: t.commit_lsn, index };
                         index += 1;
-                        if self.resume.last.is_none_or(|l| at > l) {
+                        if !self.resume.done.contains(&at) {
                             out.refuse(json, reason, at);
                         }
                     }
@@ -584,7 +696,8 @@ impl Cdc {
     /// An idle slot: advance it to the end of the WAL so that it keeps none (nothing of
     /// ours committed before that end, or the last look would have returned it).
     async fn heartbeat(&mut self) -> Result<(), CliError> {
-        let r = self.client.query_one("SELECT pg_current_wal_lsn()::text", &[]).await.map_err(pg)?;
+        // The flushed end: the peek decodes no further, so the advance must not go further.
+        let r = self.client.query_one("SELECT pg_current_wal_flush_lsn()::text", &[]).await.map_err(pg)?;
         let upto: String = r.get(0);
         let rows = self
             .client
@@ -689,7 +802,8 @@ pub async fn sources(log: &Log, dsn: Option<&str>) -> Result<Vec<serde_json::Val
         let header = |name: &str| r.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
         if let Some(slot) = header(headers::SLOT) {
             let entry = slots.entry(slot).or_default();
-            entry.0 += 1;
+            // Events, not the marker that ends a snapshot (it has no value).
+            entry.0 += u64::from(r.value.as_ref().is_some_and(|v| !v.is_empty()));
             entry.1 = entry.1.max(header(headers::POSITION).as_deref().and_then(Position::parse));
         }
     }
@@ -797,5 +911,107 @@ mod tests {
         assert!(changes_of(&state, &tables, &bad_type).unwrap_err().contains("toaster"));
         let unknown = row(r#"{"action":"D","schema":"public","table":"dns","identity":[{"name":"dbid","value":999}]}"#);
         assert!(changes_of(&state, &tables, &unknown).unwrap_err().contains("999"));
+    }
+
+    fn tables() -> Tables {
+        Tables::parse(&["public.tservers".into(), "public.dns".into()]).unwrap()
+    }
+
+    fn change_row(action: &str, table: &str, columns: serde_json::Value) -> Row {
+        let columns = columns.as_object().unwrap().iter().map(|(k, v)| Column { name: k.clone(), value: v.clone() }).collect();
+        Row {
+            action: action.into(),
+            xid: None,
+            lsn: None,
+            schema: Some("public".into()),
+            table: Some(table.into()),
+            columns,
+            identity: vec![],
+        }
+    }
+
+    fn ts(id: i32) -> TServer {
+        TServer { id, name: format!("TS{id}"), host: "h".into(), port: id, kind: ServerKind::Cti, rpc: None }
+    }
+
+    fn dn(dbid: i32, tserver: i32, number: &str, dn_type: DnType) -> Dn {
+        Dn { dbid, tserver, number: number.into(), dn_type }
+    }
+
+    fn folded(at_ms: i64, index: u32, change: ConfigChange) -> Folded {
+        Folded { at_ms, position: Some(Position { commit_lsn: 0x100, index }), change }
+    }
+
+    #[test]
+    fn the_configuration_is_folded_across_partitions_in_time_order() {
+        // DN 101 moves from T-Server 2 to T-Server 1: deleted in T-Server 2's partition,
+        // created in T-Server 1's, which is read first.
+        let mut partitions = BTreeMap::new();
+        partitions.insert(
+            1,
+            VecDeque::from([
+                folded(1, 0, ConfigChange::TServerCreated(ts(1))),
+                folded(3, 1, ConfigChange::DnCreated(dn(101, 1, "5001", DnType::Extension))),
+            ]),
+        );
+        partitions.insert(
+            2,
+            VecDeque::from([
+                folded(1, 1, ConfigChange::TServerCreated(ts(2))),
+                folded(2, 0, ConfigChange::DnCreated(dn(101, 2, "5001", DnType::Extension))),
+                folded(3, 0, ConfigChange::DnDeleted(DnRef { dbid: 101, tserver: 2, number: "5001".into() })),
+            ]),
+        );
+        let state = fold(partitions);
+        assert_eq!(state.dn_by_dbid(101), Some(&dn(101, 1, "5001", DnType::Extension)));
+        assert_eq!(state.tservers.len(), 2);
+    }
+
+    #[test]
+    fn truncate_deletes_every_dn_and_of_the_tserver_table_every_tserver_after_them() {
+        let state =
+            ConfigState::from_parts([ts(1), ts(2)], [dn(101, 1, "5001", DnType::Extension), dn(201, 2, "6001", DnType::AcdPosition)]);
+        let dns = changes_of(&state, &tables(), &change_row("T", "dns", serde_json::json!({}))).unwrap();
+        assert_eq!(
+            dns,
+            [
+                ConfigChange::DnDeleted(DnRef { dbid: 101, tserver: 1, number: "5001".into() }),
+                ConfigChange::DnDeleted(DnRef { dbid: 201, tserver: 2, number: "6001".into() })
+            ]
+        );
+        let all = changes_of(&state, &tables(), &change_row("T", "tservers", serde_json::json!({}))).unwrap();
+        assert_eq!(all[..2], dns[..]);
+        assert_eq!(all[2..], [ConfigChange::TServerDeleted(TServerRef { id: 1 }), ConfigChange::TServerDeleted(TServerRef { id: 2 })]);
+        let mut applied = state.clone();
+        for change in &all {
+            applied.accept(change).unwrap();
+        }
+        assert!(applied.tservers.is_empty() && applied.dns.is_empty());
+        assert!(changes_of(&state, &tables(), &change_row("X", "dns", serde_json::json!({}))).is_err(), "an unknown action is refused");
+    }
+
+    #[test]
+    fn a_snapshot_row_becomes_what_the_configuration_lacks() {
+        let state = ConfigState::from_parts([ts(1)], [dn(101, 1, "5001", DnType::Extension)]);
+        let dn_row = |number: &str, kind: &str| {
+            change_row("I", "dns", serde_json::json!({"dbid": 101, "tserver": 1, "number": number, "type": kind}))
+        };
+        let map = |r: &Row| snapshot_changes(&state, &tables(), r).unwrap();
+        assert_eq!(map(&dn_row("5001", "extension")), [], "held as it is");
+        assert_eq!(map(&dn_row("5001", "acd-position")), [ConfigChange::DnUpdated(dn(101, 1, "5001", DnType::AcdPosition))]);
+        assert_eq!(
+            map(&dn_row("5011", "extension")),
+            [
+                ConfigChange::DnDeleted(DnRef { dbid: 101, tserver: 1, number: "5001".into() }),
+                ConfigChange::DnCreated(dn(101, 1, "5011", DnType::Extension))
+            ],
+            "a renumbered DN is another DN"
+        );
+        let ts_row = |name: &str| {
+            change_row("I", "tservers", serde_json::json!({"id": 1, "name": name, "host": "h", "port": 1, "kind": "cti", "rpc_url": null}))
+        };
+        assert_eq!(map(&ts_row("TS1")), []);
+        assert_eq!(map(&ts_row("renamed")), [ConfigChange::TServerUpdated(TServer { name: "renamed".into(), ..ts(1) })]);
+        assert!(Tables::parse(&["public.TServers".into(), "public.dns".into()]).is_err(), "unquoted names are lower case");
     }
 }
