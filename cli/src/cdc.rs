@@ -592,7 +592,6 @@ impl Cdc {
         for (json, changes) in absent_tservers {
             apply(&mut out, &mut self.resume.state, &json, changes);
         }
-        drop(apply);
         info!(slot = %self.slot, rows = rows.len(), appended = out.records.len(), refused = out.refused.len(), "Snapshot taken.");
         out.end_snapshot = Some((snap.text.clone(), Position { commit_lsn: 0, index }));
         self.append(out).await?;
