@@ -26,6 +26,11 @@ impl KafkaConfig {
         c.set("bootstrap.servers", &self.brokers)
             .set("socket.timeout.ms", "10000")
             .set("topic.metadata.refresh.interval.ms", "10000")
+            // librdkafka backs off reconnects up to 10 s: after an outage each client would
+            // come back on its own schedule, up to 10 s after the broker, and a monitor whose
+            // reports came back late looked dead to one that came back early (the chaos test
+            // saw a T-Server connected by two monitors). Every client retries within a second.
+            .set("reconnect.backoff.max.ms", "1000")
             .set("log_level", "4");
         for (k, v) in &self.extra {
             c.set(k, v);

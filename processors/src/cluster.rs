@@ -40,6 +40,11 @@ impl Trust {
         let since = *self.current_since.get_or_insert(now_ms);
         now_ms - since >= 2 * liveness.heartbeat_ms * liveness.missed
     }
+
+    /// Since when the view has been current without a break, if it is.
+    pub fn current_since(&self) -> Option<i64> {
+        self.current_since
+    }
 }
 
 /// The latest report of one monitor.
@@ -314,6 +319,9 @@ mod tests {
         assert!(!t.update(false, l, 17_000), "a break (an outage) starts it again");
         assert!(!t.update(true, l, 18_000));
         assert!(t.update(true, l, 24_000));
+        assert_eq!(t.current_since(), Some(18_000), "current again since the break ended");
+        t.update(false, l, 25_000);
+        assert_eq!(t.current_since(), None);
     }
 
     #[test]

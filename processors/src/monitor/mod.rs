@@ -31,6 +31,11 @@ const REJOIN_PATIENCE: Duration = Duration::from_secs(10);
 /// How long a kept link waits to be asked for (with the broker answering) before it is
 /// released anyway: longer than a new monitor needs before it trusts its view.
 const HANDOVER_WAIT: Duration = Duration::from_secs(15);
+
+/// How long after its view became current a monitor waits for one whose last report
+/// (from before) still lists a T-Server it is to connect: past the trust window (two
+/// liveness windows, 6 s), within HANDOVER_WAIT so that a handover is not held up.
+const SILENT_HOLDER_GRACE: Duration = Duration::from_secs(12);
 /// How long a leaving monitor waits for others to ask for its T-Servers (well inside the
 /// 14 s a stop may take).
 const LEAVE_WAIT: Duration = Duration::from_secs(7);
@@ -304,7 +309,16 @@ impl Monitor {
                     return;
                 }
                 let holder = self.cluster.live(now).into_iter().find(|m| m.id != self.id && m.tservers.contains(&tserver));
-                if let Some(other) = holder {
+                // A monitor whose last report, from before this view became current, lists
+                // the T-Server may only be late to report again after an outage: it is given
+                // SILENT_HOLDER_GRACE from then before it is taken for gone.
+                let silent =
+                    self.trust.current_since().filter(|since| now - since < SILENT_HOLDER_GRACE.as_millis() as i64).and_then(|since| {
+                        self.cluster
+                            .all()
+                            .find(|m| m.id != self.id && !m.stopped && m.last_seen_ms < since && m.tservers.contains(&tserver))
+                    });
+                if let Some(other) = holder.or(silent) {
                     if self.deferred.insert(tserver) {
                         warn!(tserver, holder = %other.id, "Another monitor still holds this T-Server; waiting for it to let go.");
                     }
