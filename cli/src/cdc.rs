@@ -24,7 +24,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use netwatch_eventlog::{header, Log, Topic};
 use netwatch_producers::config::ConfigState;
-use netwatch_schemas::config::{ConfigChange, ConfigEvent, Dn, DnRef, DnType, ServerKind, TServer, TServerRef};
+use netwatch_schemas::config::{ConfigChange, ConfigEvent, Dn, DnType, ServerKind, TServer, TServerRef};
 use netwatch_schemas::{decode, encode, now_ms};
 use serde::Deserialize;
 use tokio_postgres::{Client, NoTls};
@@ -149,6 +149,13 @@ struct Row {
     identity: Vec<Column>,
 }
 
+impl Row {
+    /// (schema, table) the row is of.
+    fn table(&self) -> (String, String) {
+        (self.schema.clone().unwrap_or_default(), self.table.clone().unwrap_or_default())
+    }
+}
+
 #[derive(Clone, Debug, Deserialize)]
 struct Column {
     name: String,
@@ -233,11 +240,11 @@ fn dn_of(cols: &[Column]) -> Result<Dn, String> {
 /// The `config` changes one row change means, given the configuration so far; the reason
 /// when it means none Netwatch accepts.
 fn changes_of(state: &ConfigState, tables: &Tables, row: &Row) -> Result<Vec<ConfigChange>, String> {
-    let table = (row.schema.clone().unwrap_or_default(), row.table.clone().unwrap_or_default());
+    let table = row.table();
     if row.action == "T" {
         // TRUNCATE empties the table: every DN is deleted, and of the T-Server table every
         // T-Server too (its DNs first; PostgreSQL truncates the DN table with it).
-        let dns = state.dns.values().map(|d| ConfigChange::DnDeleted(DnRef { dbid: d.dbid, tserver: d.tserver, number: d.number.clone() }));
+        let dns = state.dns.values().map(|d| ConfigChange::DnDeleted(d.identity()));
         if table == tables.tservers {
             let tservers = state.tservers.keys().map(|&id| ConfigChange::TServerDeleted(TServerRef { id }));
             return Ok(dns.chain(tservers).collect());
@@ -258,7 +265,7 @@ fn changes_of(state: &ConfigState, tables: &Tables, row: &Row) -> Result<Vec<Con
         let gone = |dbid: i32| {
             state
                 .dn_by_dbid(dbid)
-                .map(|d| ConfigChange::DnDeleted(DnRef { dbid, tserver: d.tserver, number: d.number.clone() }))
+                .map(|d| ConfigChange::DnDeleted(d.identity()))
                 .ok_or_else(|| format!("no DN with DBID {dbid} is configured"))
         };
         return match row.action.as_str() {
@@ -266,14 +273,10 @@ fn changes_of(state: &ConfigState, tables: &Tables, row: &Row) -> Result<Vec<Con
             "U" => {
                 let new = dn_of(&row.columns)?;
                 let old_dbid = row.identity.iter().find(|c| c.name == "dbid").map_or(Ok(new.dbid), |_| int(&row.identity, "dbid"))?;
-                match state.dn_by_dbid(old_dbid) {
-                    // Netwatch keys a DN by T-Server and number: a row that changes them is
-                    // another DN.
-                    Some(old) if (old.tserver, &old.number) != (new.tserver, &new.number) || old_dbid != new.dbid => {
-                        Ok(vec![gone(old_dbid)?, ConfigChange::DnCreated(new)])
-                    }
-                    _ => Ok(vec![ConfigChange::DnUpdated(new)]),
-                }
+                Ok(match state.dn_by_dbid(old_dbid) {
+                    Some(old) => replaced(old, new),
+                    None => vec![ConfigChange::DnUpdated(new)],
+                })
             }
             "D" => Ok(vec![gone(int(&row.identity, "dbid")?)?]),
             other => Err(format!("unexpected action {other:?}")),
@@ -282,12 +285,21 @@ fn changes_of(state: &ConfigState, tables: &Tables, row: &Row) -> Result<Vec<Con
     Err(format!("table {}.{} is not one this source reads", table.0, table.1))
 }
 
+/// A configured DN that becomes `new`: an update, or — when its DBID, T-Server or number
+/// change — the deletion of the old and the creation of the new (Netwatch keys a DN by
+/// T-Server and number: a row that changes them is another DN).
+fn replaced(old: &Dn, new: Dn) -> Vec<ConfigChange> {
+    if (old.dbid, old.tserver, &old.number) == (new.dbid, new.tserver, &new.number) {
+        vec![ConfigChange::DnUpdated(new)]
+    } else {
+        vec![ConfigChange::DnDeleted(old.identity()), ConfigChange::DnCreated(new)]
+    }
+}
+
 /// The changes that make the configuration hold one snapshot row as it is: nothing when
-/// it does, an update, or — for a DN whose T-Server or number differ — its deletion and
-/// creation (Netwatch keys a DN by T-Server and number).
+/// it does, else a creation or what [`replaced`] says.
 fn snapshot_changes(state: &ConfigState, tables: &Tables, row: &Row) -> Result<Vec<ConfigChange>, String> {
-    let table = (row.schema.clone().unwrap_or_default(), row.table.clone().unwrap_or_default());
-    if table == tables.tservers {
+    if row.table() == tables.tservers {
         let t = tserver_of(&row.columns)?;
         return Ok(match state.tservers.get(&t.id) {
             None => vec![ConfigChange::TServerCreated(t)],
@@ -299,13 +311,7 @@ fn snapshot_changes(state: &ConfigState, tables: &Tables, row: &Row) -> Result<V
     Ok(match state.dn_by_dbid(d.dbid) {
         None => vec![ConfigChange::DnCreated(d)],
         Some(old) if *old == d => vec![],
-        Some(old) if (old.tserver, &old.number) == (d.tserver, &d.number) => vec![ConfigChange::DnUpdated(d)],
-        Some(old) => {
-            vec![
-                ConfigChange::DnDeleted(DnRef { dbid: old.dbid, tserver: old.tserver, number: old.number.clone() }),
-                ConfigChange::DnCreated(d),
-            ]
-        }
+        Some(old) => replaced(old, d),
     })
 }
 
@@ -548,7 +554,7 @@ impl Cdc {
         // T-Servers last, after their DNs), and each row is created or updated where it
         // differs.
         let ids = |table: &(String, String), key: &str| -> HashSet<i32> {
-            rows.iter().filter(|(_, r)| r.table.as_ref() == Some(&table.1)).filter_map(|(_, r)| int(&r.columns, key).ok()).collect()
+            rows.iter().filter(|(_, r)| r.table() == *table).filter_map(|(_, r)| int(&r.columns, key).ok()).collect()
         };
         let (tserver_ids, dn_ids) = (ids(&self.tables.tservers, "id"), ids(&self.tables.dns, "dbid"));
         let state = &self.resume.state;
@@ -556,12 +562,8 @@ impl Cdc {
             let json = serde_json::json!({ "snapshot": "not in the tables", "change": format!("{change:?}") }).to_string();
             (json, Ok(vec![change]))
         };
-        let absent_dns: Vec<_> = state
-            .dns
-            .values()
-            .filter(|d| !dn_ids.contains(&d.dbid))
-            .map(|d| absent(ConfigChange::DnDeleted(DnRef { dbid: d.dbid, tserver: d.tserver, number: d.number.clone() })))
-            .collect();
+        let absent_dns: Vec<_> =
+            state.dns.values().filter(|d| !dn_ids.contains(&d.dbid)).map(|d| absent(ConfigChange::DnDeleted(d.identity()))).collect();
         let absent_tservers: Vec<_> = state
             .tservers
             .keys()
@@ -850,6 +852,7 @@ pub async fn sources(log: &Log, dsn: Option<&str>) -> Result<Vec<serde_json::Val
 #[cfg(test)]
 mod tests {
     use super::*;
+    use netwatch_schemas::config::DnRef;
 
     #[test]
     fn lsns_and_positions_read_back() {

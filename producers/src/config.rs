@@ -352,10 +352,7 @@ impl ImportLine {
                 d.dn_type = dn_type.parse().map_err(Rejected::Invalid)?;
                 ConfigChange::DnUpdated(d)
             }
-            ImportLine::DeleteDn { tserver, number } => {
-                let d = state.dn(*tserver, number)?;
-                ConfigChange::DnDeleted(DnRef { dbid: d.dbid, tserver: *tserver, number: number.clone() })
-            }
+            ImportLine::DeleteDn { tserver, number } => ConfigChange::DnDeleted(state.dn(*tserver, number)?.identity()),
             ImportLine::CreateGroup { tserver, id, name, kind, members } => ConfigChange::GroupCreated(Group {
                 id: *id,
                 tserver: *tserver,

@@ -122,6 +122,13 @@ pub struct Dn {
     pub dn_type: DnType,
 }
 
+impl Dn {
+    /// Its identity, as a deletion names it.
+    pub fn identity(&self) -> DnRef {
+        DnRef { dbid: self.dbid, tserver: self.tserver, number: self.number.clone() }
+    }
+}
+
 /// Identity of a DN.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DnRef {
